@@ -1,0 +1,3 @@
+from poolwarden.cli import main
+
+main()

@@ -1,0 +1,183 @@
+"""The channel between the master and one worker: messages and fd passing.
+
+```
+ master ──Boot, Dispatch(+fd), Ping, Drain──────────▶ worker
+ master ◀──Ready | StartupFailed, Pong, Closed──────── worker
+```
+
+The channel is one `AF_UNIX`/`SOCK_SEQPACKET` socket pair per worker, so each
+message arrives whole and in order, and a connection's fd rides along with
+its `Dispatch` as `SCM_RIGHTS` ancillary data. Messages are msgpack-encoded
+msgspec structs, one tagged struct per kind. The master never waits for a
+reply to a `Dispatch`: it sends and moves on, and learns later from `Closed`
+that it may drop its own copy of the connection.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+
+import msgspec
+
+# A Dispatch carries the bytes the front end read: at most the head limit plus
+# one read's worth of body. Everything else is small.
+MAX_MESSAGE = 1 << 17
+
+
+class Frame(msgspec.Struct, frozen=True):
+    """One frame of a traceback, as the worker saw it."""
+
+    filename: str
+    lineno: int
+    name: str
+    line: str = ""
+
+
+class StartupFailure(msgspec.Struct, frozen=True):
+    """Why a worker could not start its app; errors are data.
+
+    `phase` is where it failed (`import`, `attribute`, `factory`, `interface`,
+    `lifespan`); `module` is the innermost module of the app's own code in the
+    traceback, which is where an operator should look first.
+    """
+
+    phase: str
+    app: str
+    exception_type: str
+    message: str
+    module: str | None = None
+    lineno: int | None = None
+    frames: list[Frame] = []
+    traceback: str = ""
+
+    def headline(self) -> str:
+        """One sentence naming the cause, for a terminal or a log line."""
+        where = ""
+        if self.module:
+            where = f" in {self.module}" + (f", line {self.lineno}" if self.lineno else "")
+        return (
+            f"cannot start app {self.app!r} ({self.phase} failed{where}): "
+            f"{self.exception_type}: {self.message}"
+        )
+
+
+# master → worker
+
+
+class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
+    """Everything a worker needs to start; the first message it receives."""
+
+    pool: str
+    app: str
+    factory: bool
+    interface: str
+    threads: int
+    crash_file: str
+    access_log: bool
+    access_log_format: str
+    keepalive_timeout: float
+    head_limits: dict[str, float]
+    scoreboard_slots: int
+    multiprocess: bool
+    graceful_timeout: float
+
+
+class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
+    """A client connection handed to the worker; its fd rides along."""
+
+    conn_id: int
+    peer_host: str
+    peer_port: int
+    server_host: str
+    server_port: int
+    scheme: str
+    script_name: str
+    buffered: bytes
+
+
+class Ping(msgspec.Struct, tag="ping", frozen=True, array_like=True):
+    """Answered by the worker's loop itself, so a blocked loop shows."""
+
+    seq: int
+
+
+class Drain(msgspec.Struct, tag="drain", frozen=True, array_like=True):
+    """Finish the requests in flight, take no new ones, then exit 0."""
+
+
+# worker → master
+
+
+class Ready(msgspec.Struct, tag="ready", frozen=True, array_like=True):
+    """The app loaded (and its lifespan start-up passed); send connections."""
+
+    pid: int
+    interface: str
+
+
+class StartupFailed(msgspec.Struct, tag="startup_failed", frozen=True, array_like=True):
+    """The app could not start; the worker exits right after sending this."""
+
+    failure: StartupFailure
+
+
+class Pong(msgspec.Struct, tag="pong", frozen=True, array_like=True):
+    seq: int
+
+
+class Closed(msgspec.Struct, tag="closed", frozen=True, array_like=True):
+    """The worker closed these connections; the master may drop its copies."""
+
+    conn_ids: list[int]
+
+
+ToWorker = Boot | Dispatch | Ping | Drain
+ToMaster = Ready | StartupFailed | Pong | Closed
+
+_encoder = msgspec.msgpack.Encoder()
+_to_worker = msgspec.msgpack.Decoder(ToWorker)
+_to_master = msgspec.msgpack.Decoder(ToMaster)
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """A (master end, worker end) pair of SEQPACKET sockets."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def encode(message: ToWorker | ToMaster) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_to_worker(payload: bytes) -> ToWorker:
+    return _to_worker.decode(payload)
+
+
+def decode_to_master(payload: bytes) -> ToMaster:
+    return _to_master.decode(payload)
+
+
+class ChannelClosed(Exception):
+    """The other end of the channel is gone (EOF)."""
+
+
+_FD_ANCILLARY = socket.CMSG_LEN(array.array("i").itemsize)
+
+
+def receive(sock: socket.socket, flags: int = 0) -> tuple[bytes, int | None]:
+    """One message and the fd that came with it, if any.
+
+    `socket.recv_fds` ignores its `flags` on Python 3.11, so this calls
+    `recvmsg` itself; `MSG_DONTWAIT` must reach the kernel.
+    """
+    payload, ancillary, _flags, _address = sock.recvmsg(MAX_MESSAGE, _FD_ANCILLARY, flags)
+    fd = None
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+            for extra in fds[1:]:
+                os.close(extra)
+            fd = fds[0] if fds else None
+    return payload, fd

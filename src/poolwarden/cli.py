@@ -1,0 +1,116 @@
+"""The `poolwarden` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from poolwarden import __version__
+from poolwarden.http.limits import HeadLimits
+from poolwarden.settings import PoolSettings, ServerSettings, default_state_dir
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def state_dir_option(function):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--state-dir",
+        default=default_state_dir,
+        show_default=".poolwarden, or $POOLWARDEN_STATE_DIR",
+        help="Directory for the server's sockets, crash files and event log.",
+    )(function)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="[%(asctime)s] [master %(process)d] %(levelname)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="poolwarden")
+def main() -> None:
+    """poolwarden: a Python application server with IIS's application pools."""
+
+
+@main.command()
+@click.argument("app")
+@click.option(
+    "-b", "--bind", "binds", multiple=True, metavar="HOST:PORT|unix:PATH",
+    help="Address to listen on; repeatable.  [default: 127.0.0.1:8000]",
+)
+@click.option("-p", "--processes", default=1, show_default=True, type=click.IntRange(1), help="Worker processes.")
+@click.option("-t", "--threads", default=8, show_default=True, type=click.IntRange(1), help="WSGI threads per worker.")
+@click.option(
+    "--interface", type=click.Choice(["auto", "wsgi", "asgi"]), default="auto", show_default=True,
+    help="How to call the app; auto detects ASGI by its signature.",
+)
+@click.option("--factory", is_flag=True, help="APP is a factory: call it to get the app.")
+@state_dir_option
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request to stdout.")
+@click.option(
+    "--access-log-format", type=click.Choice(["combined", "json"]), default="combined", show_default=True,
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option(
+    "--on-startup-failure", type=click.Choice(["exit", "serve"]), default="exit", show_default=True,
+    help="exit: fail fast if the app cannot start before anything was served; serve: answer 503.",
+)
+@click.option("--keepalive-timeout", default=75.0, show_default=True, type=click.FloatRange(0), help="Seconds an idle keep-alive connection is kept.")
+@click.option("--head-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds a client has to send a request head (else 408).")
+@click.option("--shutdown-time-limit", default=90.0, show_default=True, type=click.FloatRange(0), help="Seconds workers get to finish at shutdown before they are killed.")
+@click.option("--backlog", default=2048, show_default=True, type=click.IntRange(1), help="Listen backlog.")
+@click.option("--queue-length", default=1000, show_default=True, type=click.IntRange(1), help="Connections that may wait for a worker before 503.")
+def run(
+    app: str,
+    binds: tuple[str, ...],
+    processes: int,
+    threads: int,
+    interface: str,
+    factory: bool,
+    state_dir: str,
+    access_log: bool,
+    access_log_format: str,
+    log_level: str,
+    on_startup_failure: str,
+    keepalive_timeout: float,
+    head_timeout: float,
+    shutdown_time_limit: float,
+    backlog: int,
+    queue_length: int,
+) -> None:
+    """Serve one app (MODULE:ATTR, WSGI or ASGI) from one always-running pool."""
+    from poolwarden.master.server import Master
+
+    configure_logging(log_level)
+    server = ServerSettings(
+        binds=list(binds) or ["127.0.0.1:8000"],
+        state_dir=state_dir,
+        head_limits=HeadLimits(head_timeout=head_timeout),
+        backlog=backlog,
+        on_startup_failure=on_startup_failure,  # type: ignore[arg-type]
+        log_level=log_level,
+    )
+    pool = PoolSettings(
+        name="default",
+        app=app,
+        factory=factory,
+        interface=interface,  # type: ignore[arg-type]
+        processes=processes,
+        threads=threads,
+        queue_length=queue_length,
+        keepalive_timeout=keepalive_timeout,
+        shutdown_time_limit=shutdown_time_limit,
+        access_log=access_log,
+        access_log_format=access_log_format,  # type: ignore[arg-type]
+    )
+    sys.exit(Master(server, [pool]).run())
+
+
+if __name__ == "__main__":
+    main()

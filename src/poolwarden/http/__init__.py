@@ -1,0 +1,1 @@
+"""HTTP/1.1 pieces shared by the front end (master) and the workers."""

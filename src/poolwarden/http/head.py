@@ -1,0 +1,142 @@
+"""Reading a request head in the front end, before any worker sees it.
+
+The front end buffers a connection's first bytes until the head is complete,
+then parses it here. A head that breaks a limit or the grammar becomes a
+`HeadError` carrying the status to answer with, so that malformed requests are
+answered by the front end and never reach (or crash) a worker.
+
+The parser is llhttp (through httptools) in its strict mode: it refuses
+conflicting `Content-Length` and `Transfer-Encoding`, duplicate
+`Content-Length`, and bad tokens, which is what request smuggling relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httptools
+
+from poolwarden.http.limits import HeadLimits
+
+HEAD_END = b"\r\n\r\n"
+
+
+class HeadError(Exception):
+    """A request head the front end refuses, with the response it deserves."""
+
+    def __init__(self, status: int, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason_code = reason_code
+        self.message = message
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """What the front end needs from a head to route and log the request."""
+
+    method: str
+    target: bytes
+    path: bytes
+    query: bytes
+    host: str
+    http_version: str
+    keep_alive: bool
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    head_length: int = 0
+
+
+class _HeadCollector:
+    """httptools callbacks that keep the head and ignore any body bytes."""
+
+    __slots__ = ("complete", "header_count", "headers", "limits", "url")
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self.limits = limits
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_count = 0
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > self.limits.max_header_count:
+            raise HeadError(
+                431,
+                "too_many_headers",
+                f"more than {self.limits.max_header_count} header fields",
+            )
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def check_incomplete(buffer: bytes, limits: HeadLimits) -> None:
+    """Refuse a head that is still arriving but already breaks a size limit.
+
+    Called on every read that did not complete the head, so that a client
+    cannot make the front end buffer more than the limits allow.
+    """
+    line_end = buffer.find(b"\r\n")
+    if line_end < 0 and len(buffer) > limits.max_request_line:
+        raise HeadError(414, "url_too_long", "request line longer than the limit")
+    if len(buffer) > limits.max_head_bytes:
+        raise HeadError(431, "head_too_large", "request head larger than the limit")
+
+
+def find_head_end(buffer: bytes) -> int:
+    """Index just past the blank line that ends the head, or -1."""
+    index = buffer.find(HEAD_END)
+    return -1 if index < 0 else index + len(HEAD_END)
+
+
+def parse_head(buffer: bytes, head_end: int, limits: HeadLimits) -> RequestHead:
+    """Parse the complete head `buffer[:head_end]`; raise HeadError if refused."""
+    line_end = buffer.find(b"\r\n")
+    if line_end > limits.max_request_line:
+        raise HeadError(414, "url_too_long", "request line longer than the limit")
+    if head_end > limits.max_head_bytes:
+        raise HeadError(431, "head_too_large", "request head larger than the limit")
+    collector = _HeadCollector(limits)
+    parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(buffer[:head_end])
+    except httptools.HttpParserCallbackError as error:
+        cause = error.__context__
+        if isinstance(cause, HeadError):
+            raise cause from None
+        raise HeadError(400, "bad_request", str(error)) from None
+    except httptools.HttpParserUpgrade:
+        # An Upgrade request (WebSocket): the head itself is complete and valid.
+        pass
+    except httptools.HttpParserError as error:
+        raise HeadError(400, "bad_request", str(error)) from None
+    if not collector.complete:
+        raise HeadError(400, "bad_request", "incomplete request head")
+    host = ""
+    for name, value in collector.headers:
+        if name.lower() == b"host":
+            host = value.decode("latin-1")
+            break
+    version = parser.get_http_version()
+    if version == "1.1" and not host:
+        raise HeadError(400, "bad_request", "HTTP/1.1 request without a Host header")
+    try:
+        url = httptools.parse_url(collector.url)
+    except httptools.HttpParserInvalidURLError:
+        raise HeadError(400, "bad_request", "invalid request target") from None
+    return RequestHead(
+        method=parser.get_method().decode("ascii"),
+        target=collector.url,
+        path=url.path or b"/",
+        query=url.query or b"",
+        host=host,
+        http_version=version,
+        keep_alive=parser.should_keep_alive(),
+        headers=collector.headers,
+        head_length=head_end,
+    )

@@ -1,0 +1,280 @@
+"""One worker process as the master sees it: spawn, channel, custody, exit.
+
+```
+ WorkerProcess ──Popen──▶ python -m poolwarden.worker CHANNEL SCOREBOARD LOG MASTER
+      │ channel (SEQPACKET): Boot, Dispatch(+fd) ─▶   ◀─ Ready|StartupFailed, Closed
+      │ pidfd readable ─▶ the process ended: classify, answer its connections
+      │ stdout/stderr pipes ─▶ OutputReader (prefixed lines, kept tail)
+      └ custody: conn_id → the master's copy of each dispatched connection
+```
+
+Custody is what lets the master answer for a worker that died: a connection
+whose request was in the app, with no response byte sent (the scoreboard
+says so), gets a `502` instead of a reset; any other is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from poolwarden import channel as ch
+from poolwarden.http.responses import simple_response
+from poolwarden.master.answer import answer_and_close
+from poolwarden.master.exits import describe_exit
+from poolwarden.master.output import OutputReader
+from poolwarden.scoreboard import Phase, Scoreboard
+
+if TYPE_CHECKING:
+    from poolwarden.settings import PoolSettings
+
+log = logging.getLogger("poolwarden")
+
+OUTPUT_TAIL_LINES = 200
+"""Lines of a worker's stdout and stderr kept for its crash report."""
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    EXITED = "exited"
+
+
+class WorkerProcess:
+    """The master's handle on one worker process."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        settings: PoolSettings,
+        *,
+        boot: ch.Boot,
+        state_dir: str,
+        access_log_fd: int,
+        on_ready: Callable[[WorkerProcess], None],
+        on_startup_failed: Callable[[WorkerProcess, ch.StartupFailure], None],
+        on_exit: Callable[[WorkerProcess], None],
+    ) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.boot_template = boot
+        self.state_dir = state_dir
+        self.access_log_fd = access_log_fd
+        self.on_ready = on_ready
+        self.on_startup_failed = on_startup_failed
+        self.on_exit = on_exit
+        self.state = WorkerState.STARTING
+        self.custody: dict[int, socket.socket] = {}
+        self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        self.startup_failure: ch.StartupFailure | None = None
+        self.returncode: int | None = None
+        self.killed_by_master = False
+        self.started_at = time.monotonic()
+        self.pid = 0
+        self.interface = ""
+        self.ever_ready = False
+        self._backlog: deque[tuple[bytes, socket.socket]] = deque()
+        self._readers: list[OutputReader] = []
+
+    def spawn(self) -> None:
+        settings = self.settings
+        slots = settings.threads if settings.interface == "wsgi" else settings.scoreboard_slots
+        slots = max(slots, settings.threads)
+        self.scoreboard = Scoreboard.create(slots, f"poolwarden-{settings.name}")
+        master_end, worker_end = ch.channel_pair()
+        env = dict(os.environ)
+        env.update(settings.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        command = [
+            settings.python,
+            "-m",
+            "poolwarden.worker",
+            str(worker_end.fileno()),
+            str(self.scoreboard.fd),
+            str(self.access_log_fd),
+            str(os.getpid()),
+        ]
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(worker_end.fileno(), self.scoreboard.fd, self.access_log_fd),
+                cwd=settings.working_dir,
+                env=env,
+                process_group=0,
+            )
+        finally:
+            worker_end.close()
+        self.pid = self.process.pid
+        self.channel = master_end
+        self.crash_file = os.path.join(self.state_dir, "crash", f"{settings.name}-{self.pid}.txt")
+        boot = ch.Boot(**{**_struct_fields(self.boot_template), "crash_file": self.crash_file})
+        master_end.send(ch.encode(boot))
+        master_end.setblocking(False)
+        prefix = f"[{settings.name} {self.pid}] "
+        assert self.process.stdout is not None and self.process.stderr is not None
+        for pipe in (self.process.stdout, self.process.stderr):
+            fd = os.dup(pipe.fileno())
+            pipe.close()
+            self._readers.append(OutputReader(self.loop, fd, prefix, self.tail))
+        self.pidfd = os.pidfd_open(self.pid)
+        self.loop.add_reader(self.pidfd, self._on_process_exit)
+        self.loop.add_reader(self.channel.fileno(), self._on_channel)
+
+    # connections
+
+    def dispatch(self, sock: socket.socket, message: ch.Dispatch) -> None:
+        """Hand a connection over without waiting for the worker."""
+        self.custody[message.conn_id] = sock
+        payload = ch.encode(message)
+        if self._backlog:
+            self._backlog.append((payload, sock))
+            return
+        try:
+            socket.send_fds(self.channel, [payload], [sock.fileno()])
+        except BlockingIOError:
+            self._backlog.append((payload, sock))
+            self.loop.add_writer(self.channel.fileno(), self._flush_backlog)
+        except OSError:
+            # The worker is dying; its exit handler answers for the connection.
+            pass
+
+    def _flush_backlog(self) -> None:
+        while self._backlog:
+            payload, sock = self._backlog[0]
+            try:
+                socket.send_fds(self.channel, [payload], [sock.fileno()])
+            except BlockingIOError:
+                return
+            except OSError:
+                break
+            self._backlog.popleft()
+        self.loop.remove_writer(self.channel.fileno())
+
+    @property
+    def load(self) -> int:
+        """Connections this worker holds now: the measure of least busy."""
+        return len(self.custody)
+
+    def send(self, message: ch.ToWorker) -> None:
+        try:
+            self.channel.send(ch.encode(message))
+        except OSError:
+            pass
+
+    def drain(self) -> None:
+        if self.state in (WorkerState.STARTING, WorkerState.READY):
+            if self.state is WorkerState.STARTING:
+                self.kill()
+            self.state = WorkerState.DRAINING
+            self.send(ch.Drain())
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            self.killed_by_master = True
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+
+    # events from the worker
+
+    def _on_channel(self) -> None:
+        while True:
+            try:
+                payload = self.channel.recv(ch.MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                payload = b""
+            if not payload:
+                self.loop.remove_reader(self.channel.fileno())
+                return
+            message = ch.decode_to_master(payload)
+            if type(message) is ch.Closed:
+                custody = self.custody
+                for conn_id in message.conn_ids:
+                    sock = custody.pop(conn_id, None)
+                    if sock is not None:
+                        sock.close()
+            elif type(message) is ch.Ready:
+                self.interface = message.interface
+                if self.state is WorkerState.STARTING:
+                    self.state = WorkerState.READY
+                    self.ever_ready = True
+                    self.on_ready(self)
+            elif type(message) is ch.StartupFailed:
+                self.startup_failure = message.failure
+                self.on_startup_failed(self, message.failure)
+
+    def _on_process_exit(self) -> None:
+        self.loop.remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.process.returncode = self.returncode
+        # Messages sent just before the end still count (Closed, StartupFailed).
+        self._on_channel()
+        for reader in self._readers:
+            reader.read_available()
+            reader.close()
+        self.state = WorkerState.EXITED
+        self._answer_orphaned_connections()
+        try:
+            self.loop.remove_reader(self.channel.fileno())
+            self.loop.remove_writer(self.channel.fileno())
+        except (OSError, ValueError):
+            pass
+        self.channel.close()
+        self.scoreboard.close()
+        self._remove_empty_crash_file()
+        self.on_exit(self)
+
+    def _answer_orphaned_connections(self) -> None:
+        in_app = {slot.conn_id for slot in self.scoreboard.busy() if slot.phase is Phase.APP}
+        for conn_id, sock in self.custody.items():
+            if conn_id in in_app:
+                answer_and_close(
+                    self.loop,
+                    sock,
+                    simple_response(
+                        502,
+                        f"Bad Gateway: the worker serving this request {self.exit_text}.\n",
+                        reason_code="worker_died",
+                    ),
+                )
+            else:
+                sock.close()
+        self.custody.clear()
+        self._backlog.clear()
+
+    def _remove_empty_crash_file(self) -> None:
+        try:
+            if os.path.getsize(self.crash_file) == 0:
+                os.unlink(self.crash_file)
+        except OSError:
+            pass
+
+    @property
+    def exit_text(self) -> str:
+        if self.returncode is None:
+            return "is running"
+        return describe_exit(self.returncode)
+
+    def __repr__(self) -> str:
+        return f"<worker {self.settings.name} pid={self.pid} {self.state.value}>"
+
+
+def _struct_fields(value: ch.Boot) -> dict[str, object]:
+    return {name: getattr(value, name) for name in value.__struct_fields__}

@@ -1,0 +1,189 @@
+"""The scoreboard: what each worker thread or task is doing, in shared memory.
+
+```
+ master: creates a memfd per worker, maps it, reads it (list requests,
+         pick the least busy worker, see what was in flight at a crash)
+ worker: maps the same fd and writes its slots, no syscalls per request
+```
+
+One slot per WSGI thread or concurrent ASGI request. Each slot is written by
+exactly one thread of its worker and guarded by a sequence counter (a
+seqlock): the writer makes it odd while it writes and even when done, and a
+reader retries until it sees the same even value before and after its copy.
+The memory belongs to the master, so it outlives a worker that crashes in the
+middle of a request, which is the point.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+
+class Phase(enum.IntEnum):
+    """Where a slot's request is; the master answers a crash by this."""
+
+    IDLE = 0
+    APP = 1
+    """The app is running and no response byte was sent: a crash here can
+    still be answered with a 502."""
+    RESPONDING = 2
+    """The response has started; a crash here can only close the connection."""
+
+
+_SEQ = struct.Struct("<I")
+# phase, status, conn_id, started (unix time), served, method, path, client
+_BODY = struct.Struct("<BxHQdQ12s200s52s")
+SLOT_SIZE = 4 + 4 + _BODY.size  # seq, padding for alignment, body
+_HEADER = struct.Struct("<IIQ")  # magic, slot count, pid
+HEADER_SIZE = 64
+MAGIC = 0x50574B31  # "PWK1"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    """A consistent copy of one slot."""
+
+    index: int
+    phase: Phase
+    status: int
+    conn_id: int
+    started: float
+    served: int
+    method: str
+    path: str
+    client: str
+
+
+def size_for(slots: int) -> int:
+    return HEADER_SIZE + slots * SLOT_SIZE
+
+
+class Scoreboard:
+    """A mapped scoreboard; the master creates it, the worker attaches to it."""
+
+    def __init__(self, fd: int, slots: int, *, owner: bool) -> None:
+        self.fd = fd
+        self.slots = slots
+        self.owner = owner
+        self._map = mmap.mmap(fd, size_for(slots))
+
+    @classmethod
+    def create(cls, slots: int, name: str = "poolwarden-scoreboard") -> Scoreboard:
+        """A new zeroed scoreboard in a memfd the worker inherits."""
+        fd = os.memfd_create(name, 0)
+        os.ftruncate(fd, size_for(slots))
+        board = cls(fd, slots, owner=True)
+        _HEADER.pack_into(board._map, 0, MAGIC, slots, 0)
+        return board
+
+    @classmethod
+    def attach(cls, fd: int) -> Scoreboard:
+        """Map a scoreboard the master created (worker side)."""
+        header = os.pread(fd, _HEADER.size, 0)
+        magic, slots, _ = _HEADER.unpack(header)
+        if magic != MAGIC:
+            raise ValueError("fd is not a poolwarden scoreboard")
+        return cls(fd, slots, owner=False)
+
+    def writer(self, index: int) -> SlotWriter:
+        if not 0 <= index < self.slots:
+            raise IndexError(index)
+        return SlotWriter(self._map, HEADER_SIZE + index * SLOT_SIZE)
+
+    def read(self, index: int) -> SlotView:
+        offset = HEADER_SIZE + index * SLOT_SIZE
+        view = self._map
+        for _ in range(100):
+            (before,) = _SEQ.unpack_from(view, offset)
+            if before & 1:
+                continue
+            body = _BODY.unpack_from(view, offset + 8)
+            (after,) = _SEQ.unpack_from(view, offset)
+            if before == after:
+                break
+        phase, status, conn_id, started, served, method, path, client = body
+        return SlotView(
+            index=index,
+            phase=Phase(phase),
+            status=status,
+            conn_id=conn_id,
+            started=started,
+            served=served,
+            method=method.rstrip(b"\0").decode("latin-1"),
+            path=path.rstrip(b"\0").decode("latin-1"),
+            client=client.rstrip(b"\0").decode("latin-1"),
+        )
+
+    def read_all(self) -> list[SlotView]:
+        return [self.read(index) for index in range(self.slots)]
+
+    def busy(self) -> list[SlotView]:
+        """Slots with a request in flight."""
+        return [slot for slot in self.read_all() if slot.phase != Phase.IDLE]
+
+    def served(self) -> int:
+        return sum(slot.served for slot in self.read_all())
+
+    def close(self) -> None:
+        self._map.close()
+        if self.owner:
+            os.close(self.fd)
+
+
+class SlotWriter:
+    """The one writer of one slot; each call is a short seqlock write."""
+
+    __slots__ = ("_client", "_conn_id", "_map", "_method", "_offset", "_path", "_seq", "_served", "_started")
+
+    def __init__(self, view: mmap.mmap, offset: int) -> None:
+        self._map = view
+        self._offset = offset
+        self._seq = 0
+        self._served = 0
+        self._conn_id = 0
+        self._started = 0.0
+        self._method = b""
+        self._path = b""
+        self._client = b""
+
+    def _write(self, phase: int, status: int) -> None:
+        self._seq += 1
+        _SEQ.pack_into(self._map, self._offset, self._seq)
+        _BODY.pack_into(
+            self._map,
+            self._offset + 8,
+            phase,
+            status,
+            self._conn_id,
+            self._started,
+            self._served,
+            self._method,
+            self._path,
+            self._client,
+        )
+        self._seq += 1
+        _SEQ.pack_into(self._map, self._offset, self._seq)
+
+    def begin(
+        self, conn_id: int, started: float, method: bytes, path: bytes, client: bytes
+    ) -> None:
+        """A request entered the app."""
+        self._conn_id = conn_id
+        self._started = started
+        self._method = method
+        self._path = path
+        self._client = client
+        self._write(Phase.APP, 0)
+
+    def responding(self, status: int) -> None:
+        """The first response byte is about to be sent."""
+        self._write(Phase.RESPONDING, status)
+
+    def end(self) -> None:
+        """The request is done, answered or not."""
+        self._served += 1
+        self._write(Phase.IDLE, 0)

@@ -1,0 +1,66 @@
+"""Settings of the server and its pools, with the defaults and why.
+
+`poolwarden run` builds these from its options; the config file of later
+versions builds the same structs, so both paths share one set of defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Literal
+
+import msgspec
+
+from poolwarden.http.limits import HeadLimits
+
+Interface = Literal["auto", "wsgi", "asgi"]
+AccessLogFormat = Literal["combined", "json"]
+StartupFailureAction = Literal["exit", "serve"]
+
+DEFAULT_STATE_DIR = ".poolwarden"
+
+
+def default_state_dir() -> str:
+    return os.environ.get("POOLWARDEN_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+class PoolSettings(msgspec.Struct, frozen=True):
+    """One application pool: which app, how many workers, how they run."""
+
+    name: str
+    app: str
+    factory: bool = False
+    interface: Interface = "auto"
+    processes: int = 1
+    """Worker processes; IIS's maxProcesses defaults to 1 too."""
+    threads: int = 8
+    """WSGI threads per worker (ASGI apps run on the worker's loop)."""
+    python: str = sys.executable
+    working_dir: str | None = None
+    env: dict[str, str] = {}
+    queue_length: int = 1000
+    """Connections waiting for a worker before 503 queue_full; IIS's queueLength."""
+    keepalive_timeout: float = 75.0
+    """Idle keep-alive seconds; longer than common balancers' 60 s, so the
+    server never closes a connection a balancer is about to reuse."""
+    shutdown_time_limit: float = 90.0
+    """Seconds a draining worker gets before it is killed; IIS's default."""
+    access_log: bool = True
+    access_log_format: AccessLogFormat = "combined"
+    scoreboard_slots: int = 256
+    """Concurrent requests one ASGI worker records in the scoreboard."""
+
+
+class ServerSettings(msgspec.Struct, frozen=True):
+    """The master: where it listens and how it treats what arrives."""
+
+    binds: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:8000"])
+    state_dir: str = DEFAULT_STATE_DIR
+    head_limits: HeadLimits = HeadLimits()
+    backlog: int = 2048
+    """Listen backlog; gunicorn uses 2048 as well."""
+    on_startup_failure: StartupFailureAction = "exit"
+    """`exit`: fail fast when the app cannot start before anything was served
+    (a terminal, a container's restart policy); `serve`: keep answering 503."""
+    log_level: str = "info"

@@ -1,0 +1,8 @@
+"""`python -m poolwarden.worker CHANNEL_FD SCOREBOARD_FD ACCESS_LOG_FD MASTER_PID`."""
+
+import sys
+
+from poolwarden.worker.bootstrap import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

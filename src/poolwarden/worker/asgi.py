@@ -1,0 +1,712 @@
+"""Serving an ASGI 3.0 app on the worker's asyncio loop (uvloop when installed).
+
+```
+ channel ──Dispatch(+fd)──▶ connect_accepted_socket ──▶ HttpProtocol
+                                                   (httptools callbacks)
+                                                        │ one RequestCycle
+                                                        ▼ per request, in order
+                                                   app(scope, receive, send)
+```
+
+Pings are answered by the same loop that runs the app, so an app that blocks
+the loop stops answering and the master can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from poolwarden import channel as ch
+from poolwarden.http.limits import HeadLimits
+from poolwarden.http.responses import DATE, STATUS_LINES, simple_response, status_line
+from poolwarden.importer import describe_failure
+from poolwarden.scoreboard import Scoreboard, SlotWriter
+from poolwarden.worker.accesslog import AccessLog
+
+HIGH_WATER = 65536
+"""Body bytes buffered for an app before the socket stops being read."""
+
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+_SERVER = b"server: poolwarden\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUS = frozenset((204, 304))
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+class _NullSlot:
+    """Stands in for a scoreboard slot when every slot is taken."""
+
+    def begin(self, *args: Any) -> None:
+        pass
+
+    def responding(self, status: int) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+class RequestCycle:
+    """One request: the app's receive and send, and the response's framing."""
+
+    __slots__ = (
+        "body",
+        "chunked",
+        "close_after",
+        "complete",
+        "continue_sent",
+        "disconnected",
+        "expect_continue",
+        "head_only",
+        "http_version",
+        "keep_alive",
+        "length",
+        "pending_head",
+        "protocol",
+        "response_complete",
+        "response_started",
+        "scope",
+        "sent_body",
+        "started",
+        "status",
+        "waiter",
+    )
+
+    def __init__(self, protocol: HttpProtocol, scope: dict[str, Any], keep_alive: bool) -> None:
+        self.protocol = protocol
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.http_version = scope["http_version"]
+        self.body: deque[bytes] = deque()
+        self.complete = False
+        self.disconnected = False
+        self.expect_continue = False
+        self.continue_sent = False
+        self.response_started = False
+        self.response_complete = False
+        self.pending_head = b""
+        self.status = 0
+        self.length: int | None = None
+        self.chunked = False
+        self.close_after = not keep_alive
+        self.head_only = scope["method"] == "HEAD"
+        self.sent_body = 0
+        self.started = time.time()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def run(self, slot: SlotWriter | _NullSlot) -> None:
+        protocol = self.protocol
+        server = protocol.server
+        scope = self.scope
+        slot.begin(
+            protocol.conn_id,
+            self.started,
+            scope["method"].encode("latin-1")[:12],
+            protocol.target[:200],
+            protocol.client[:52],
+        )
+        try:
+            await server.app(scope, self.receive, self.send)
+        except BaseException as error:
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise
+            server.log_exception(f"error in the app serving {scope['method']} {scope['path']}")
+            if not self.response_started:
+                self.status = 500
+                protocol.write(simple_response(500, "Internal Server Error\n", head_only=self.head_only))
+            self.close_after = True
+        else:
+            if not self.response_started:
+                sys.stderr.write(
+                    f"the app returned without starting a response to {scope['method']} {scope['path']}\n"
+                )
+                self.status = 500
+                protocol.write(simple_response(500, "Internal Server Error\n", head_only=self.head_only))
+                self.close_after = True
+            elif not self.response_complete:
+                self.close_after = True
+        finally:
+            slot.end()
+            protocol.cycle_done(self, slot)
+
+    async def receive(self) -> dict[str, Any]:
+        if self.disconnected or self.response_complete:
+            return _DISCONNECT
+        protocol = self.protocol
+        if self.expect_continue and not self.continue_sent and not self.response_started:
+            self.continue_sent = True
+            protocol.write(_CONTINUE)
+        if not self.body and not self.complete:
+            protocol.resume_reading()
+            self.waiter = protocol.loop.create_future()
+            await self.waiter
+            self.waiter = None
+            if self.disconnected and not self.body:
+                return _DISCONNECT
+        body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        self.body.clear()
+        if self.complete:
+            return {"type": "http.request", "body": body, "more_body": False}
+        protocol.resume_reading()
+        return {"type": "http.request", "body": body, "more_body": True}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.response_started:
+                raise RuntimeError("http.response.start sent twice")
+            self.response_started = True
+            self._start(message["status"], message.get("headers", ()))
+        elif kind == "http.response.body":
+            if not self.response_started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self.response_complete:
+                raise RuntimeError("http.response.body sent after the response completed")
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            self._body(body, more_body)
+            if not more_body:
+                self.response_complete = True
+                self.wake()
+        elif self.disconnected:
+            return
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    def _start(self, status: int, headers: Any) -> None:
+        self.status = status
+        lines = [STATUS_LINES.get(status) or status_line(status)]
+        close = self.close_after or self.protocol.server.draining
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                self.length = int(value)
+                continue
+            elif lowered == b"connection":
+                if value.lower() == b"close":
+                    close = True
+                continue
+            elif lowered == b"transfer-encoding":
+                continue
+            if b"\n" in value or b"\r" in value:
+                raise RuntimeError(f"invalid response header value for {name!r}")
+            lines.append(b"%s: %s\r\n" % (name, value))
+        self.close_after = close
+        self.pending_head = b"".join(lines)
+        self.protocol.server_slot_responding(status)
+
+    def _finish_head(self, body: bytes, more_body: bool) -> bytes:
+        extra = []
+        status = self.status
+        if status in _NO_BODY_STATUS or status < 200:
+            pass
+        elif self.length is not None:
+            extra.append(b"content-length: %d\r\n" % self.length)
+        elif not more_body:
+            self.length = len(body)
+            extra.append(b"content-length: %d\r\n" % self.length)
+        elif self.http_version == "1.1":
+            self.chunked = True
+            extra.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self.close_after = True
+        if self.close_after:
+            extra.append(b"connection: close\r\n")
+        elif self.http_version == "1.0":
+            extra.append(b"connection: keep-alive\r\n")
+        head = self.pending_head + b"".join(extra) + _SERVER + DATE.header() + b"\r\n"
+        self.pending_head = b""
+        return head
+
+    def _body(self, body: bytes, more_body: bool) -> None:
+        protocol = self.protocol
+        head = self._finish_head(body, more_body) if self.pending_head else b""
+        if self.head_only or self.status in _NO_BODY_STATUS:
+            if head:
+                protocol.write(head)
+            return
+        if self.length is not None:
+            room = self.length - self.sent_body
+            if len(body) > room:
+                body = body[:room]
+            self.sent_body += len(body)
+            if not more_body and self.sent_body < self.length:
+                self.close_after = True
+            if head or body:
+                protocol.write(head + body)
+        elif self.chunked:
+            self.sent_body += len(body)
+            data = head + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"")
+            if not more_body:
+                data += b"0\r\n\r\n"
+            if data:
+                protocol.write(data)
+        else:
+            self.sent_body += len(body)
+            protocol.write(head + body)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection: parses requests and runs their cycles in order."""
+
+    def __init__(self, server: ASGIServer, dispatch: ch.Dispatch) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.dispatch = dispatch
+        self.conn_id = dispatch.conn_id
+        self.client = f"{dispatch.peer_host}:{dispatch.peer_port}".encode("latin-1")
+        self.limits = server.limits
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.in_head = False
+        self.expect_continue = False
+        self.host = b""
+        self.cycle: RequestCycle | None = None  # receiving its body
+        self.active: RequestCycle | None = None  # running in the app
+        self.pipeline: deque[RequestCycle] = deque()
+        self.paused = False
+        self.closing = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.error: tuple[int, str, str] | None = None
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+        buffered = self.dispatch.buffered
+        if buffered:
+            self.data_received(buffered)
+        else:
+            self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.error is not None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self.cycle is not None:
+                self.cycle.complete = True
+                self.cycle.close_after = True
+        except httptools.HttpParserCallbackError as failure:
+            cause = failure.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.status, cause.reason_code, str(cause))
+            else:
+                self._refuse(400, "bad_request", str(failure))
+        except httptools.HttpParserError as failure:
+            self._refuse(400, "bad_request", str(failure))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        for cycle in (self.active, self.cycle, *self.pipeline):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.wake()
+        self.pipeline.clear()
+        self.server.connection_closed(self)
+
+    def pause_writing(self) -> None:  # pragma: no cover - flow control
+        pass
+
+    def resume_writing(self) -> None:  # pragma: no cover - flow control
+        pass
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.in_head = True
+        self.expect_continue = False
+        self.host = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+        if len(self.url) > self.limits.max_request_line:
+            raise _Refused(414, "url_too_long", "request line longer than the limit")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        self.headers.append((name, value))
+        self.head_bytes += len(name) + len(value) + 4
+        if len(self.headers) > self.limits.max_header_count:
+            raise _Refused(431, "too_many_headers", "too many header fields")
+        if self.head_bytes > self.limits.max_head_bytes:
+            raise _Refused(431, "head_too_large", "request head larger than the limit")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+        elif name == b"host":
+            self.host = value
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        http_version = parser.get_http_version()
+        if http_version == "1.1" and not self.host:
+            raise _Refused(400, "bad_request", "HTTP/1.1 request without a Host header")
+        url = self.url
+        query_at = url.find(b"?")
+        if query_at >= 0:
+            raw_path, query = url[:query_at], url[query_at + 1 :]
+        else:
+            raw_path, query = url, b""
+        if raw_path[:1] != b"/" and raw_path != b"*":
+            scheme_end = raw_path.find(b"://")
+            slash = raw_path.find(b"/", scheme_end + 3 if scheme_end >= 0 else 0)
+            raw_path = raw_path[slash:] if slash >= 0 else b"/"
+        path = raw_path.decode("ascii", "replace")
+        if "%" in path:
+            path = unquote(path)
+        dispatch = self.dispatch
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": http_version,
+            "server": (dispatch.server_host, dispatch.server_port),
+            "client": (dispatch.peer_host, dispatch.peer_port),
+            "scheme": dispatch.scheme,
+            "method": parser.get_method().decode("ascii"),
+            "root_path": dispatch.script_name,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": self.headers,
+            "state": self.server.state.copy(),
+        }
+        self.target = url
+        cycle = RequestCycle(self, scope, parser.should_keep_alive())
+        cycle.expect_continue = self.expect_continue
+        self.cycle = cycle
+        if self.active is None:
+            self._start(cycle)
+        else:
+            self.pipeline.append(cycle)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        assert cycle is not None
+        if cycle.response_complete or cycle.disconnected:
+            return
+        cycle.body.append(body)
+        if len(cycle.body) > 1 and sum(map(len, cycle.body)) > HIGH_WATER:
+            self.pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        assert cycle is not None
+        cycle.complete = True
+        self.cycle = None
+        cycle.wake()
+
+    # the connection's own logic
+
+    def _start(self, cycle: RequestCycle) -> None:
+        self.active = cycle
+        slot = self.server.take_slot()
+        self.active_slot = slot
+        self.loop.create_task(cycle.run(slot))
+
+    def server_slot_responding(self, status: int) -> None:
+        slot = getattr(self, "active_slot", None)
+        if slot is not None:
+            slot.responding(status)
+
+    def cycle_done(self, cycle: RequestCycle, slot: SlotWriter | _NullSlot) -> None:
+        """A request finished: log it, then start the next one or idle."""
+        server = self.server
+        server.give_slot(slot)
+        self.active = None
+        self.active_slot = None
+        if server.access_log is not None:
+            scope = cycle.scope
+            headers = dict(scope["headers"])
+            server.access_log.write(
+                client=self.dispatch.peer_host,
+                method=scope["method"],
+                target=self.target.decode("latin-1"),
+                version=cycle.http_version,
+                status=cycle.status,
+                size=cycle.sent_body,
+                referer=headers.get(b"referer", b"").decode("latin-1"),
+                user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+                duration=time.time() - cycle.started,
+            )
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        if cycle.close_after or server.draining or (not cycle.complete and cycle.expect_continue and not cycle.continue_sent):
+            self.close()
+            return
+        if not cycle.complete:
+            # The app did not read the whole body: drop the rest as it comes.
+            cycle.response_complete = True
+        if self.pipeline:
+            self._start(self.pipeline.popleft())
+            self.resume_reading()
+            return
+        if self.error is not None:
+            self._write_error()
+            return
+        self.resume_reading()
+        self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer = self.loop.call_later(self.server.keepalive_timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self.idle_timer = None
+        if self.active is None:
+            if self.in_head:
+                self.write(simple_response(408, "Request Timeout\n", reason_code="head_timeout"))
+            self.close()
+
+    def _refuse(self, status: int, reason_code: str, message: str) -> None:
+        self.error = (status, reason_code, message)
+        if self.active is None and not self.pipeline:
+            self._write_error()
+
+    def _write_error(self) -> None:
+        assert self.error is not None
+        status, reason_code, message = self.error
+        self.write(simple_response(status, message + "\n", reason_code=reason_code))
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and self.transport is not None and not self.closing:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.close()
+
+    def close_if_idle(self) -> None:
+        if self.active is None:
+            self.close()
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason_code = reason_code
+
+
+class Lifespan:
+    """The ASGI lifespan protocol: start-up before Ready, shut-down at drain."""
+
+    def __init__(self, app: Any, app_spec: str, state: dict[str, Any]) -> None:
+        self.app = app
+        self.app_spec = app_spec
+        self.state = state
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.started: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.received_startup = False
+        self.unsupported = False
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> ch.StartupFailure | None:
+        """None when the app started (or does not speak lifespan)."""
+        self.task = asyncio.get_running_loop().create_task(self._main())
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.started
+        if self.unsupported:
+            return None
+        if self.error is not None:
+            return describe_failure("lifespan", self.app_spec, self.error)
+        if message is not None:
+            return ch.StartupFailure(
+                phase="lifespan",
+                app=self.app_spec,
+                exception_type="LifespanStartupFailed",
+                message=message or "lifespan.startup.failed",
+            )
+        return None
+
+    async def shutdown(self, timeout: float) -> None:
+        if self.unsupported or self.task is None or self.task.done():
+            return
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(asyncio.shield(self.stopped), timeout)
+        except TimeoutError:
+            sys.stderr.write("the app's lifespan shut-down did not finish in time\n")
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        try:
+            await self.app(scope, self._receive, self._send)
+        except BaseException as error:
+            if not self.received_startup:
+                self.unsupported = True
+            else:
+                self.error = error
+                if self.started.done():
+                    traceback.print_exc()
+        finally:
+            if not self.started.done():
+                self.started.set_result(None)
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+
+    async def _receive(self) -> dict[str, Any]:
+        message = await self.inbox.get()
+        if message["type"] == "lifespan.startup":
+            self.received_startup = True
+        return message
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            if not self.started.done():
+                self.started.set_result(None)
+        elif kind == "lifespan.startup.failed":
+            if not self.started.done():
+                self.started.set_result(str(message.get("message", "")) or "lifespan.startup.failed")
+        elif kind == "lifespan.shutdown.complete":
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+        elif kind == "lifespan.shutdown.failed":
+            sys.stderr.write(f"the app's lifespan shut-down failed: {message.get('message', '')}\n")
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+
+
+class ASGIServer:
+    """The connections of one ASGI worker, on its event loop."""
+
+    def __init__(
+        self,
+        app: Any,
+        boot: ch.Boot,
+        channel: socket.socket,
+        scoreboard: Scoreboard,
+        access_log: AccessLog | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.app = app
+        self.boot = boot
+        self.channel = channel
+        self.loop = loop
+        self.access_log = access_log
+        self.limits = HeadLimits(**boot.head_limits)  # type: ignore[arg-type]
+        self.keepalive_timeout = boot.keepalive_timeout
+        self.connections: set[HttpProtocol] = set()
+        self.free_slots: list[SlotWriter] = [
+            scoreboard.writer(index) for index in reversed(range(scoreboard.slots))
+        ]
+        self.null_slot = _NullSlot()
+        self.state: dict[str, Any] = {}
+        self.draining = False
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def take_slot(self) -> SlotWriter | _NullSlot:
+        return self.free_slots.pop() if self.free_slots else self.null_slot
+
+    def give_slot(self, slot: SlotWriter | _NullSlot) -> None:
+        if slot is not self.null_slot:
+            self.free_slots.append(slot)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        self.channel.setblocking(False)
+        self.loop.add_reader(self.channel.fileno(), self._on_channel)
+
+    def _on_channel(self) -> None:
+        while True:
+            try:
+                payload, fd = ch.receive(self.channel)
+            except BlockingIOError:
+                return
+            except OSError:
+                payload, fd = b"", None
+            if not payload:
+                self.loop.remove_reader(self.channel.fileno())
+                if not self.done.done():
+                    self.done.set_result(None)
+                return
+            message = ch.decode_to_worker(payload)
+            if type(message) is ch.Dispatch:
+                assert fd is not None
+                sock = socket.socket(fileno=fd)
+                sock.setblocking(False)
+                self.loop.create_task(self._adopt(sock, message))
+            elif type(message) is ch.Ping:
+                self.send(ch.Pong(message.seq))
+            elif type(message) is ch.Drain:
+                self.drain()
+
+    async def _adopt(self, sock: socket.socket, dispatch: ch.Dispatch) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: HttpProtocol(self, dispatch), sock)
+        except OSError:
+            sock.close()
+            self.send(ch.Closed([dispatch.conn_id]))
+
+    def send(self, message: ch.ToMaster) -> None:
+        try:
+            self.channel.send(ch.encode(message))
+        except BlockingIOError:
+            self.loop.call_later(0.01, self.send, message)
+        except OSError:
+            if not self.done.done():
+                self.done.set_result(None)
+
+    def connection_closed(self, protocol: HttpProtocol) -> None:
+        self.connections.discard(protocol)
+        self.send(ch.Closed([protocol.conn_id]))
+        if self.draining and not self.connections and not self.done.done():
+            self.done.set_result(None)
+
+    def drain(self) -> None:
+        self.draining = True
+        for protocol in list(self.connections):
+            protocol.close_if_idle()
+        if not self.connections and not self.done.done():
+            self.done.set_result(None)
+
+    def log_exception(self, headline: str) -> None:
+        sys.stderr.write(f"{headline}\n{traceback.format_exc()}")
+        sys.stderr.flush()

@@ -1,0 +1,122 @@
+"""A worker's start: tie its life to the master, enable crash dumps, load the app.
+
+The order matters. The parent-death signal comes first, so a worker never
+outlives its master. `faulthandler` is enabled before the app is imported,
+so a native crash during import still leaves every thread's stack in the
+crash file. The app is loaded last, and its failure is reported as data
+(`StartupFailed`) before the worker exits with `EXIT_STARTUP_FAILED`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import faulthandler
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from poolwarden import channel as ch
+from poolwarden.importer import AppLoadError, detect_interface, load_app
+from poolwarden.scoreboard import Scoreboard
+from poolwarden.worker.accesslog import AccessLog
+
+EXIT_STARTUP_FAILED = 3
+"""The worker's exit status after reporting a start-up failure (gunicorn's
+WORKER_BOOT_ERROR is 3 too)."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(master_pid: int) -> None:
+    """Have the kernel kill this process when the master dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != master_pid:
+        # The master died before prctl took effect.
+        os._exit(1)
+
+
+def receive_boot(channel: socket.socket) -> ch.Boot:
+    payload = channel.recv(ch.MAX_MESSAGE)
+    if not payload:
+        raise SystemExit(1)
+    message = ch.decode_to_worker(payload)
+    if not isinstance(message, ch.Boot):
+        raise SystemExit(f"expected Boot as the first message, got {type(message).__name__}")
+    return message
+
+
+def main(argv: list[str]) -> int:
+    channel_fd, scoreboard_fd, access_log_fd, master_pid = (int(arg) for arg in argv[:4])
+    die_with_parent(master_pid)
+    # The master drains workers itself; a terminal's Ctrl-C is for the master.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = socket.socket(fileno=channel_fd)
+    boot = receive_boot(channel)
+    crash_file = open(boot.crash_file, "w")  # noqa: SIM115 - open for the process's life
+    faulthandler.enable(file=crash_file, all_threads=True)
+    sys.path.insert(0, os.getcwd())
+    scoreboard = Scoreboard.attach(scoreboard_fd)
+    access_log = AccessLog(access_log_fd, boot.access_log_format) if boot.access_log else None
+
+    try:
+        app = load_app(boot.app, factory=boot.factory)
+        interface = boot.interface
+        if interface == "auto":
+            interface = detect_interface(app)
+    except AppLoadError as error:
+        channel.send(ch.encode(ch.StartupFailed(error.failure)))
+        return EXIT_STARTUP_FAILED
+
+    if interface == "asgi":
+        return run_asgi(app, boot, channel, scoreboard, access_log)
+    from poolwarden.worker.wsgi import WSGIServer
+
+    channel.send(ch.encode(ch.Ready(pid=os.getpid(), interface="wsgi")))
+    WSGIServer(app, boot, channel, scoreboard, access_log).serve()
+    return 0
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def run_asgi(
+    app: Any,
+    boot: ch.Boot,
+    channel: socket.socket,
+    scoreboard: Scoreboard,
+    access_log: AccessLog | None,
+) -> int:
+    from poolwarden.worker.asgi import ASGIServer, Lifespan
+
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = ASGIServer(app, boot, channel, scoreboard, access_log, loop)
+
+    async def run() -> int:
+        lifespan = Lifespan(app, boot.app, server.state)
+        failure = await lifespan.startup()
+        if failure is not None:
+            channel.send(ch.encode(ch.StartupFailed(failure)))
+            return EXIT_STARTUP_FAILED
+        channel.send(ch.encode(ch.Ready(pid=os.getpid(), interface="asgi")))
+        server.start()
+        await server.done
+        await lifespan.shutdown(boot.graceful_timeout)
+        return 0
+
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.close()

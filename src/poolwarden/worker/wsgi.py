@@ -1,0 +1,740 @@
+"""Serving a WSGI app: an epoll set shared by a pool of threads.
+
+```
+ channel fd ─┐                       ┌─ thread 1: poll → recv → parse → app → send → re-arm
+ client fds ─┼─ epoll (EPOLLONESHOT) ┼─ thread 2: ...
+             ┘                       └─ thread N
+```
+
+Every thread waits on the same epoll set, and the thread that is woken for a
+connection serves it start to finish: it reads, parses, runs the app and
+writes the response, then re-arms the connection in the kernel. No request is
+passed from an I/O thread to an app thread, so there is no hand-off per
+request. `EPOLLONESHOT` guarantees one thread per connection at a time, which
+keeps pipelined requests in order. The channel is armed the same way, so pings
+are answered by the threads that serve requests: when they are all stuck, the
+master sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from poolwarden import channel as ch
+from poolwarden.http.limits import HeadLimits
+from poolwarden.http.responses import DATE, simple_response
+from poolwarden.scoreboard import Scoreboard, SlotWriter
+from poolwarden.worker.accesslog import AccessLog
+from poolwarden.worker.http11 import Request, RequestParser
+
+READ_SIZE = 65536
+BODY_TIMEOUT = 60.0
+"""Seconds a client may pause while sending a body or reading a response,
+like gunicorn's and nginx's 60 s."""
+DISCARD_LIMIT = 1 << 20
+"""Unread body bytes the worker reads and drops to keep a connection alive;
+beyond that it closes the connection instead."""
+SWEEP_INTERVAL = 1.0
+
+_ARMED = select.EPOLLIN | select.EPOLLONESHOT | select.EPOLLRDHUP
+_SERVER = b"server: poolwarden\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUS = frozenset((204, 304))
+
+
+class ClientDisconnected(OSError):
+    """The client went away while the app was reading its body."""
+
+
+def _wait(sock: socket.socket, events: int, timeout: float) -> None:
+    poller = select.poll()
+    poller.register(sock, events)
+    if not poller.poll(timeout * 1000):
+        raise TimeoutError("client too slow")
+
+
+def send_all(sock: socket.socket, data: bytes | memoryview) -> None:
+    """Send everything on a non-blocking socket, waiting only when it is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            _wait(sock, select.POLLOUT, BODY_TIMEOUT)
+            continue
+        view = view[sent:]
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: a file sent with `os.sendfile` when it has an fd."""
+
+    def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.block_size)
+        if data:
+            return bytes(data)
+        raise StopIteration
+
+
+class WSGIInput:
+    """`wsgi.input`: the request body, read from the socket as the app asks."""
+
+    def __init__(self, connection: Connection, request: Request) -> None:
+        self._connection = connection
+        self._request = request
+        self._buffer = b""
+
+    def _more(self) -> bool:
+        request = self._request
+        while not request.body:
+            if request.complete:
+                return False
+            self._connection.fill(request)
+        self._buffer += request.body.popleft()
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._more():
+                pass
+            data, self._buffer = self._buffer, b""
+            return data
+        while len(self._buffer) < size and self._more():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                end += 1
+                break
+            if size is not None and 0 <= size <= len(self._buffer):
+                end = size
+                break
+            if not self._more():
+                end = len(self._buffer)
+                break
+        if size is not None and 0 <= size < end:
+            end = size
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> WSGIInput:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class Response:
+    """`start_response` and the writing of one response."""
+
+    __slots__ = (
+        "chunked",
+        "close_after",
+        "connection",
+        "head_only",
+        "headers",
+        "headers_sent",
+        "length",
+        "request",
+        "sent_body",
+        "slot",
+        "status",
+        "status_code",
+    )
+
+    def __init__(self, connection: Connection, request: Request, slot: SlotWriter) -> None:
+        self.connection = connection
+        self.request = request
+        self.slot = slot
+        self.status: str | None = None
+        self.status_code = 0
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.length: int | None = None
+        self.chunked = False
+        self.close_after = not request.keep_alive
+        self.head_only = request.method == b"HEAD"
+        self.sent_body = 0
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: Any = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
+            raise ValueError(f"invalid status {status!r}")
+        self.status = status
+        self.status_code = int(status[:3])
+        self.headers = headers
+        return self.write
+
+    def _head(self, first_chunk: bytes | None) -> bytes:
+        """Serialize the status and headers, choosing the body's framing.
+
+        `first_chunk` is the whole body when the app returned exactly one
+        chunk, which lets the common case get a Content-Length, not chunks.
+        """
+        if self.status is None:
+            raise AssertionError("the app did not call start_response")
+        lines = [b"HTTP/1.1 " + self.status.encode("latin-1") + b"\r\n"]
+        length = None
+        connection_close = self.close_after or self.connection.server.draining
+        for name, value in self.headers:
+            if "\n" in value or "\r" in value or "\n" in name or ":" in name:
+                raise ValueError(f"invalid response header {name!r}")
+            lowered = name.lower()
+            if lowered == "content-length":
+                length = int(value)
+                continue
+            elif lowered == "connection":
+                if value.lower() == "close":
+                    connection_close = True
+                continue
+            elif lowered == "transfer-encoding":
+                continue
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        code = self.status_code
+        if code in _NO_BODY_STATUS or code < 200:
+            pass
+        elif length is not None:
+            lines.append(b"content-length: %d\r\n" % length)
+        elif first_chunk is not None:
+            length = len(first_chunk)
+            lines.append(b"content-length: %d\r\n" % length)
+        elif self.request.http_version == "1.1":
+            self.chunked = True
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:
+            connection_close = True
+        self.length = length
+        if connection_close:
+            self.close_after = True
+            lines.append(b"connection: close\r\n")
+        elif self.request.http_version == "1.0":
+            lines.append(b"connection: keep-alive\r\n")
+        lines.append(_SERVER)
+        lines.append(DATE.header())
+        lines.append(b"\r\n")
+        self.headers_sent = True
+        self.slot.responding(code)
+        return b"".join(lines)
+
+    def write(self, data: bytes) -> None:
+        """Send a body chunk, the head first if it has not gone yet."""
+        head = b"" if self.headers_sent else self._head(None)
+        if self.head_only or self.status_code in _NO_BODY_STATUS:
+            if head:
+                send_all(self.connection.sock, head)
+            return
+        if self.length is not None:
+            room = self.length - self.sent_body
+            if len(data) > room:
+                data = data[:room]
+        self.sent_body += len(data)
+        if self.chunked and data:
+            send_all(self.connection.sock, b"%s%x\r\n%s\r\n" % (head, len(data), data))
+        elif head or data:
+            send_all(self.connection.sock, head + data if head else data)
+
+    def write_single(self, data: bytes) -> None:
+        """The whole body in one chunk: one send for head and body."""
+        head = self._head(data)
+        if self.head_only or self.status_code in _NO_BODY_STATUS:
+            send_all(self.connection.sock, head)
+            return
+        if self.length is not None and len(data) > self.length:
+            data = data[: self.length]
+        self.sent_body += len(data)
+        send_all(self.connection.sock, head + data)
+
+    def send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a file with sendfile; False when it has no usable fd."""
+        filelike = wrapper.filelike
+        try:
+            fd = filelike.fileno()
+            offset = filelike.tell() if hasattr(filelike, "tell") else 0
+            size = os.fstat(fd).st_size - offset
+        except (AttributeError, OSError, ValueError):
+            return False
+        if self.length is None and not self.headers_sent:
+            self.headers = [*self.headers, ("Content-Length", str(size))]
+        self.write(b"")
+        if self.head_only:
+            return True
+        sock = self.connection.sock
+        remaining = size if self.length is None else min(size, self.length - self.sent_body)
+        while remaining > 0:
+            try:
+                sent = os.sendfile(sock.fileno(), fd, offset, remaining)
+            except BlockingIOError:
+                _wait(sock, select.POLLOUT, BODY_TIMEOUT)
+                continue
+            if sent == 0:
+                break
+            offset += sent
+            remaining -= sent
+            self.sent_body += sent
+        return True
+
+    def finish(self) -> None:
+        """End the body; a short body breaks framing, so the connection closes."""
+        if not self.headers_sent:
+            self.write_single(b"")
+            return
+        if self.chunked:
+            send_all(self.connection.sock, b"0\r\n\r\n")
+        elif self.length is not None and self.sent_body < self.length and not self.head_only:
+            self.close_after = True
+
+
+class Connection:
+    """One client connection dispatched to this worker."""
+
+    __slots__ = (
+        "busy",
+        "client",
+        "conn_id",
+        "fd",
+        "last_active",
+        "parser",
+        "pending",
+        "server",
+        "sock",
+        "dispatch",
+    )
+
+    def __init__(self, server: WSGIServer, sock: socket.socket, dispatch: ch.Dispatch) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.conn_id = dispatch.conn_id
+        self.dispatch = dispatch
+        self.client = f"{dispatch.peer_host}:{dispatch.peer_port}".encode("latin-1")
+        self.parser = RequestParser(server.limits)
+        self.pending = dispatch.buffered
+        self.busy = True
+        self.last_active = time.monotonic()
+
+    def fill(self, request: Request) -> None:
+        """Read more of `request`'s body from the socket (the app asked)."""
+        if request.expect_continue and not request.continue_sent:
+            request.continue_sent = True
+            send_all(self.sock, _CONTINUE)
+        while True:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except BlockingIOError:
+                _wait(self.sock, select.POLLIN, BODY_TIMEOUT)
+                continue
+            break
+        if not data:
+            raise ClientDisconnected("client closed the connection while sending the body")
+        self.parser.feed(data)
+        if self.parser.error is not None and not request.complete:
+            raise ClientDisconnected(f"malformed request body: {self.parser.error}")
+
+    def serve(self, slot: SlotWriter) -> None:
+        """Serve what the socket has ready; re-arm or close before returning."""
+        server = self.server
+        try:
+            data = self.pending
+            if data:
+                self.pending = b""
+            else:
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                except BlockingIOError:
+                    server.rearm(self)
+                    return
+                if not data:
+                    server.close(self)
+                    return
+            parser = self.parser
+            parser.feed(data)
+            ready = parser.ready
+            while ready:
+                request = ready.popleft()
+                if not self.handle(request, slot) or server.draining:
+                    server.close(self)
+                    return
+            if parser.error is not None:
+                error = parser.error
+                send_all(
+                    self.sock,
+                    simple_response(error.status, f"{error}\n", reason_code=error.reason_code),
+                )
+                server.close(self, linger=True)
+                return
+            self.last_active = time.monotonic()
+            server.rearm(self)
+        except OSError:
+            server.close(self)
+        except Exception:
+            server.log_exception("internal error while serving a connection")
+            server.close(self)
+
+    def environ(self, request: Request) -> dict[str, Any]:
+        dispatch = self.dispatch
+        url = request.url
+        query_at = url.find(b"?")
+        if query_at >= 0:
+            raw_path, query = url[:query_at], url[query_at + 1 :]
+        else:
+            raw_path, query = url, b""
+        if raw_path[:1] != b"/" and raw_path != b"*":
+            # absolute-form target: keep the path only
+            scheme_end = raw_path.find(b"://")
+            slash = raw_path.find(b"/", scheme_end + 3 if scheme_end >= 0 else 0)
+            raw_path = raw_path[slash:] if slash >= 0 else b"/"
+        hash_at = raw_path.find(b"#")
+        if hash_at >= 0:
+            raw_path = raw_path[:hash_at]
+        path = unquote_to_bytes(raw_path).decode("latin-1") if b"%" in raw_path else raw_path.decode("latin-1")
+        script_name = dispatch.script_name
+        if script_name and path.startswith(script_name):
+            path = path[len(script_name) :]
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": request.method.decode("latin-1"),
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": path,
+            "QUERY_STRING": query.decode("latin-1"),
+            "RAW_URI": url.decode("latin-1"),
+            "SERVER_NAME": dispatch.server_host,
+            "SERVER_PORT": str(dispatch.server_port),
+            "SERVER_PROTOCOL": "HTTP/" + request.http_version,
+            "REMOTE_ADDR": dispatch.peer_host,
+            "REMOTE_PORT": str(dispatch.peer_port),
+            "SERVER_SOFTWARE": "poolwarden",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": dispatch.scheme,
+            "wsgi.input": WSGIInput(self, request),
+            "wsgi.input_terminated": True,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": self.server.threads > 1,
+            "wsgi.multiprocess": self.server.multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        for name, value in request.headers:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+                environ[key] = text
+                continue
+            key = "HTTP_" + key
+            if key in environ:
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + text
+            else:
+                environ[key] = text
+        return environ
+
+    def handle(self, request: Request, slot: SlotWriter) -> bool:
+        """Run the app for one request; True when the connection stays open."""
+        server = self.server
+        started = time.time()
+        environ = self.environ(request)
+        slot.begin(
+            self.conn_id,
+            started,
+            request.method[:12],
+            request.url[:200],
+            self.client[:52],
+        )
+        response = Response(self, request, slot)
+        result: Iterable[bytes] | None = None
+        failed = False
+        try:
+            result = server.app(environ, response.start_response)
+            if type(result) is list and len(result) == 1:
+                response.write_single(result[0])
+            elif isinstance(result, FileWrapper) and response.send_file(result):
+                pass
+            else:
+                for chunk in result:
+                    if chunk:
+                        response.write(chunk)
+                response.finish()
+        except OSError:
+            failed = True
+            response.close_after = True
+        except Exception:
+            failed = True
+            server.log_exception(
+                f"error in the app serving {request.method.decode('latin-1')} "
+                f"{request.url.decode('latin-1')}"
+            )
+            if not response.headers_sent:
+                response.status_code = 500
+                try:
+                    send_all(
+                        self.sock,
+                        simple_response(
+                            500, "Internal Server Error\n", head_only=response.head_only
+                        ),
+                    )
+                except OSError:
+                    pass
+            response.close_after = True
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    failed = True
+                    response.close_after = True
+                    server.log_exception("error in the app's close()")
+            slot.end()
+        if server.access_log is not None:
+            server.access_log.write(
+                client=self.dispatch.peer_host,
+                method=request.method.decode("latin-1"),
+                target=request.url.decode("latin-1"),
+                version=request.http_version,
+                status=response.status_code or 500,
+                size=response.sent_body,
+                referer=environ.get("HTTP_REFERER", ""),
+                user_agent=environ.get("HTTP_USER_AGENT", ""),
+                duration=time.time() - started,
+            )
+        if failed or response.close_after or request.upgrade:
+            return False
+        return self._discard_body(request)
+
+    def _discard_body(self, request: Request) -> bool:
+        """Drop a body the app did not read, so the next request can follow."""
+        if request.complete:
+            request.body.clear()
+            return True
+        if request.expect_continue and not request.continue_sent:
+            return False
+        discarded = 0
+        try:
+            while not request.complete and discarded <= DISCARD_LIMIT:
+                request.body.clear()
+                self.fill(request)
+                discarded += request.body_received
+        except OSError:
+            return False
+        request.body.clear()
+        return request.complete
+
+
+class WSGIServer:
+    """The connections of one worker and the threads that serve them."""
+
+    def __init__(
+        self,
+        app: Any,
+        boot: ch.Boot,
+        channel: socket.socket,
+        scoreboard: Scoreboard,
+        access_log: AccessLog | None,
+    ) -> None:
+        self.app = app
+        self.boot = boot
+        self.channel = channel
+        self.scoreboard = scoreboard
+        self.access_log = access_log
+        self.threads = max(1, boot.threads)
+        self.multiprocess = boot.multiprocess
+        self.limits = HeadLimits(**boot.head_limits)  # type: ignore[arg-type]
+        self.keepalive_timeout = boot.keepalive_timeout
+        self.epoll = select.epoll()
+        self.lock = threading.Lock()
+        self.connections: dict[int, Connection] = {}
+        self.draining = False
+        self.stopped = threading.Event()
+        self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        self._channel_lock = threading.Lock()
+        self.epoll.register(channel.fileno(), _ARMED)
+
+    def serve(self) -> None:
+        """Run the thread pool until drained or the master is gone."""
+        workers = [
+            threading.Thread(target=self._run, args=(index,), name=f"poolwarden-wsgi-{index}", daemon=True)
+            for index in range(self.threads)
+        ]
+        for thread in workers:
+            thread.start()
+        self.stopped.wait()
+        deadline = time.monotonic() + 5.0
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self, index: int) -> None:
+        slot = self.scoreboard.writer(index)
+        channel_fd = self.channel.fileno()
+        poll = self.epoll.poll
+        connections = self.connections
+        lock = self.lock
+        while not self.stopped.is_set():
+            events = poll(SWEEP_INTERVAL, 1)
+            if events:
+                fd = events[0][0]
+                if fd == channel_fd:
+                    self._on_channel(slot)
+                else:
+                    with lock:
+                        connection = connections.get(fd)
+                        if connection is None or connection.busy:
+                            connection = None
+                        else:
+                            connection.busy = True
+                    if connection is not None:
+                        connection.serve(slot)
+            if time.monotonic() >= self._next_sweep:
+                self._sweep()
+
+    def _on_channel(self, slot: SlotWriter) -> None:
+        """Take every message waiting on the channel, then re-arm it."""
+        arrived: list[Connection] = []
+        with self._channel_lock:
+            while True:
+                try:
+                    payload, fd = ch.receive(self.channel, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    payload = b""
+                if not payload:
+                    self._master_gone()
+                    return
+                message = ch.decode_to_worker(payload)
+                if type(message) is ch.Dispatch:
+                    assert fd is not None
+                    sock = socket.socket(fileno=fd)
+                    sock.setblocking(False)
+                    connection = Connection(self, sock, message)
+                    with self.lock:
+                        self.connections[connection.fd] = connection
+                    arrived.append(connection)
+                elif type(message) is ch.Ping:
+                    self.send(ch.Pong(message.seq))
+                elif type(message) is ch.Drain:
+                    self.drain()
+            if not self.stopped.is_set():
+                self.epoll.modify(self.channel.fileno(), _ARMED)
+        # Registered now and served here: the head is already in hand.
+        for position, connection in enumerate(arrived):
+            self.epoll.register(connection.fd, 0)
+            if position == len(arrived) - 1:
+                connection.serve(slot)
+            else:
+                connection.busy = False
+                self.epoll.modify(connection.fd, _ARMED)
+
+    def send(self, message: ch.ToMaster) -> None:
+        try:
+            self.channel.send(ch.encode(message))
+        except OSError:
+            self._master_gone()
+
+    def rearm(self, connection: Connection) -> None:
+        with self.lock:
+            connection.busy = False
+        if self.draining:
+            self.close(connection)
+            return
+        self.epoll.modify(connection.fd, _ARMED)
+
+    def close(self, connection: Connection, *, linger: bool = False) -> None:
+        with self.lock:
+            if self.connections.get(connection.fd) is not connection:
+                return
+            del self.connections[connection.fd]
+            empty = not self.connections
+        try:
+            self.epoll.unregister(connection.fd)
+        except OSError:
+            pass
+        sock = connection.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        sock.close()
+        self.send(ch.Closed([connection.conn_id]))
+        if empty and self.draining:
+            self.stopped.set()
+
+    def _sweep(self) -> None:
+        """Close idle keep-alive connections (and all idle ones when draining)."""
+        now = time.monotonic()
+        self._next_sweep = now + SWEEP_INTERVAL
+        expired: list[Connection] = []
+        with self.lock:
+            for connection in self.connections.values():
+                if connection.busy:
+                    continue
+                if self.draining or now - connection.last_active > self.keepalive_timeout:
+                    connection.busy = True
+                    expired.append(connection)
+            idle_and_draining = self.draining and not self.connections
+        for connection in expired:
+            if connection.parser.in_head:
+                try:
+                    connection.sock.send(
+                        simple_response(408, "Request Timeout\n", reason_code="head_timeout")
+                    )
+                except OSError:
+                    pass
+            self.close(connection)
+        if idle_and_draining:
+            self.stopped.set()
+
+    def drain(self) -> None:
+        self.draining = True
+        self._next_sweep = 0.0
+
+    def _master_gone(self) -> None:
+        """The channel hit EOF: the master is gone, so this worker ends too."""
+        self.draining = True
+        self.stopped.set()
+
+    def log_exception(self, headline: str) -> None:
+        text = traceback.format_exc()
+        sys.stderr.write(f"{headline}\n{text}")
+        sys.stderr.flush()
