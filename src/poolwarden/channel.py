@@ -18,6 +18,7 @@ from __future__ import annotations
 import array
 import os
 import socket
+from typing import cast
 
 import msgspec
 
@@ -151,11 +152,11 @@ def encode(message: ToWorker | ToMaster) -> bytes:
 
 
 def decode_to_worker(payload: bytes) -> ToWorker:
-    return _to_worker.decode(payload)
+    return cast(ToWorker, _to_worker.decode(payload))
 
 
 def decode_to_master(payload: bytes) -> ToMaster:
-    return _to_master.decode(payload)
+    return cast(ToMaster, _to_master.decode(payload))
 
 
 class ChannelClosed(Exception):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -14,7 +16,11 @@ from poolwarden.settings import PoolSettings, ServerSettings, default_state_dir
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-def state_dir_option(function):  # type: ignore[no-untyped-def]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def state_dir_option(function: F) -> F:
+    """`--state-dir`, which every command takes, with the same default."""
     return click.option(
         "--state-dir",
         default=default_state_dir,
@@ -41,31 +47,89 @@ def main() -> None:
 @main.command()
 @click.argument("app")
 @click.option(
-    "-b", "--bind", "binds", multiple=True, metavar="HOST:PORT|unix:PATH",
+    "-b",
+    "--bind",
+    "binds",
+    multiple=True,
+    metavar="HOST:PORT|unix:PATH",
     help="Address to listen on; repeatable.  [default: 127.0.0.1:8000]",
 )
-@click.option("-p", "--processes", default=1, show_default=True, type=click.IntRange(1), help="Worker processes.")
-@click.option("-t", "--threads", default=8, show_default=True, type=click.IntRange(1), help="WSGI threads per worker.")
 @click.option(
-    "--interface", type=click.Choice(["auto", "wsgi", "asgi"]), default="auto", show_default=True,
+    "-p",
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Worker processes.",
+)
+@click.option(
+    "-t",
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1),
+    help="WSGI threads per worker.",
+)
+@click.option(
+    "--interface",
+    type=click.Choice(["auto", "wsgi", "asgi"]),
+    default="auto",
+    show_default=True,
     help="How to call the app; auto detects ASGI by its signature.",
 )
 @click.option("--factory", is_flag=True, help="APP is a factory: call it to get the app.")
 @state_dir_option
-@click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request to stdout.")
 @click.option(
-    "--access-log-format", type=click.Choice(["combined", "json"]), default="combined", show_default=True,
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log every request to stdout.",
+)
+@click.option(
+    "--access-log-format",
+    type=click.Choice(["combined", "json"]),
+    default="combined",
+    show_default=True,
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option(
-    "--on-startup-failure", type=click.Choice(["exit", "serve"]), default="exit", show_default=True,
+    "--on-startup-failure",
+    type=click.Choice(["exit", "serve"]),
+    default="exit",
+    show_default=True,
     help="exit: fail fast if the app cannot start before anything was served; serve: answer 503.",
 )
-@click.option("--keepalive-timeout", default=75.0, show_default=True, type=click.FloatRange(0), help="Seconds an idle keep-alive connection is kept.")
-@click.option("--head-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds a client has to send a request head (else 408).")
-@click.option("--shutdown-time-limit", default=90.0, show_default=True, type=click.FloatRange(0), help="Seconds workers get to finish at shutdown before they are killed.")
-@click.option("--backlog", default=2048, show_default=True, type=click.IntRange(1), help="Listen backlog.")
-@click.option("--queue-length", default=1000, show_default=True, type=click.IntRange(1), help="Connections that may wait for a worker before 503.")
+@click.option(
+    "--keepalive-timeout",
+    default=75.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds an idle keep-alive connection is kept.",
+)
+@click.option(
+    "--head-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a client has to send a request head (else 408).",
+)
+@click.option(
+    "--shutdown-time-limit",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds workers get to finish at shutdown before they are killed.",
+)
+@click.option(
+    "--backlog", default=2048, show_default=True, type=click.IntRange(1), help="Listen backlog."
+)
+@click.option(
+    "--queue-length",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Connections that may wait for a worker before 503.",
+)
 def run(
     app: str,
     binds: tuple[str, ...],

@@ -100,9 +100,11 @@ def describe_failure(phase: str, app: str, error: BaseException) -> StartupFailu
             break
     if module is None and isinstance(error, ModuleNotFoundError) and phase == "import":
         module = app.split(":", 1)[0]
-    text = "Traceback (most recent call last):\n" + "".join(
-        traceback.format_list(summary)
-    ) + "".join(traceback.format_exception_only(type(error), error))
+    text = (
+        "Traceback (most recent call last):\n"
+        + "".join(traceback.format_list(summary))
+        + "".join(traceback.format_exception_only(type(error), error))
+    )
     return StartupFailure(
         phase=phase,
         app=app,
@@ -134,8 +136,10 @@ def load_app(spec: str, *, factory: bool = False) -> Any:
     try:
         module = importlib.import_module(module_name)
     except BaseException as error:
-        if isinstance(error, ModuleNotFoundError) and error.name and (
-            module_name == error.name or module_name.startswith(error.name + ".")
+        if (
+            isinstance(error, ModuleNotFoundError)
+            and error.name
+            and (module_name == error.name or module_name.startswith(error.name + "."))
         ):
             raise AppLoadError(
                 StartupFailure(
@@ -186,7 +190,7 @@ def detect_interface(app: Any) -> str:
     if inspect.isclass(app):
         function = app.__call__ if hasattr(app, "__await__") else app.__init__
     elif not (inspect.isfunction(app) or inspect.ismethod(app)):
-        function = getattr(type(app), "__call__", app)
+        function = type(app).__call__
     if asyncio.iscoroutinefunction(function) or inspect.iscoroutinefunction(app):
         return "asgi"
     try:

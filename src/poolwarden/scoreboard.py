@@ -137,7 +137,17 @@ class Scoreboard:
 class SlotWriter:
     """The one writer of one slot; each call is a short seqlock write."""
 
-    __slots__ = ("_client", "_conn_id", "_map", "_method", "_offset", "_path", "_seq", "_served", "_started")
+    __slots__ = (
+        "_client",
+        "_conn_id",
+        "_map",
+        "_method",
+        "_offset",
+        "_path",
+        "_seq",
+        "_served",
+        "_started",
+    )
 
     def __init__(self, view: mmap.mmap, offset: int) -> None:
         self._map = view

@@ -21,8 +21,8 @@ import asyncio
 import itertools
 import logging
 import socket
-from http import HTTPStatus
 from collections.abc import Callable
+from http import HTTPStatus
 
 from poolwarden import channel as ch
 from poolwarden.http.head import HeadError, RequestHead, check_incomplete, find_head_end, parse_head
@@ -43,7 +43,9 @@ class Route:
 
     __slots__ = ("dispatch", "script_name")
 
-    def __init__(self, dispatch: Callable[[socket.socket, ch.Dispatch], None], script_name: str) -> None:
+    def __init__(
+        self, dispatch: Callable[[socket.socket, ch.Dispatch], None], script_name: str
+    ) -> None:
         self.dispatch = dispatch
         self.script_name = script_name
 

@@ -154,7 +154,9 @@ class Pool:
             text += f"\n{self.last_failure.headline()}"
         retry = () if reason == "shutting_down" else (("Retry-After", "5"),)
         answer_and_close(
-            self.loop, sock, simple_response(503, text + "\n", reason_code=reason, extra_headers=retry)
+            self.loop,
+            sock,
+            simple_response(503, text + "\n", reason_code=reason, extra_headers=retry),
         )
 
     def _flush_queue(self) -> None:

@@ -38,7 +38,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 class Master:
@@ -56,7 +56,9 @@ class Master:
     def run(self) -> int:
         os.makedirs(self.server.state_dir, exist_ok=True)
         try:
-            self.listeners = [open_listener(text, self.server.backlog) for text in self.server.binds]
+            self.listeners = [
+                open_listener(text, self.server.backlog) for text in self.server.binds
+            ]
         except BindError as error:
             for listener in self.listeners:
                 close_listener(listener)

@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from poolwarden import channel as ch
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
@@ -119,7 +121,7 @@ class WorkerProcess:
         self.pid = self.process.pid
         self.channel = master_end
         self.crash_file = os.path.join(self.state_dir, "crash", f"{settings.name}-{self.pid}.txt")
-        boot = ch.Boot(**{**_struct_fields(self.boot_template), "crash_file": self.crash_file})
+        boot = msgspec.structs.replace(self.boot_template, crash_file=self.crash_file)
         master_end.send(ch.encode(boot))
         master_end.setblocking(False)
         prefix = f"[{settings.name} {self.pid}] "
@@ -274,7 +276,3 @@ class WorkerProcess:
 
     def __repr__(self) -> str:
         return f"<worker {self.settings.name} pid={self.pid} {self.state.value}>"
-
-
-def _struct_fields(value: ch.Boot) -> dict[str, object]:
-    return {name: getattr(value, name) for name in value.__struct_fields__}

@@ -108,6 +108,9 @@ class RequestCycle:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def is_disconnected(self) -> bool:
+        return self.disconnected
+
     async def run(self, slot: SlotWriter | _NullSlot) -> None:
         protocol = self.protocol
         server = protocol.server
@@ -127,7 +130,9 @@ class RequestCycle:
             server.log_exception(f"error in the app serving {scope['method']} {scope['path']}")
             if not self.response_started:
                 self.status = 500
-                protocol.write(simple_response(500, "Internal Server Error\n", head_only=self.head_only))
+                protocol.write(
+                    simple_response(500, "Internal Server Error\n", head_only=self.head_only)
+                )
             self.close_after = True
         else:
             if not self.response_started:
@@ -135,7 +140,9 @@ class RequestCycle:
                     f"the app returned without starting a response to {scope['method']} {scope['path']}\n"
                 )
                 self.status = 500
-                protocol.write(simple_response(500, "Internal Server Error\n", head_only=self.head_only))
+                protocol.write(
+                    simple_response(500, "Internal Server Error\n", head_only=self.head_only)
+                )
                 self.close_after = True
             elif not self.response_complete:
                 self.close_after = True
@@ -155,7 +162,7 @@ class RequestCycle:
             self.waiter = protocol.loop.create_future()
             await self.waiter
             self.waiter = None
-            if self.disconnected and not self.body:
+            if self.is_disconnected() and not self.body:
                 return _DISCONNECT
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
         self.body.clear()
@@ -286,6 +293,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.idle_timer: asyncio.TimerHandle | None = None
         self.error: tuple[int, str, str] | None = None
+        self.active_slot: SlotWriter | _NullSlot | None = None
 
     # asyncio callbacks
 
@@ -436,7 +444,7 @@ class HttpProtocol(asyncio.Protocol):
         self.loop.create_task(cycle.run(slot))
 
     def server_slot_responding(self, status: int) -> None:
-        slot = getattr(self, "active_slot", None)
+        slot = self.active_slot
         if slot is not None:
             slot.responding(status)
 
@@ -463,7 +471,11 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closing:
             return
-        if cycle.close_after or server.draining or (not cycle.complete and cycle.expect_continue and not cycle.continue_sent):
+        if (
+            cycle.close_after
+            or server.draining
+            or (not cycle.complete and cycle.expect_continue and not cycle.continue_sent)
+        ):
             self.close()
             return
         if not cycle.complete:
@@ -605,7 +617,9 @@ class Lifespan:
                 self.started.set_result(None)
         elif kind == "lifespan.startup.failed":
             if not self.started.done():
-                self.started.set_result(str(message.get("message", "")) or "lifespan.startup.failed")
+                self.started.set_result(
+                    str(message.get("message", "")) or "lifespan.startup.failed"
+                )
         elif kind == "lifespan.shutdown.complete":
             if not self.stopped.done():
                 self.stopped.set_result(None)

@@ -337,13 +337,13 @@ class Connection:
         "busy",
         "client",
         "conn_id",
+        "dispatch",
         "fd",
         "last_active",
         "parser",
         "pending",
         "server",
         "sock",
-        "dispatch",
     )
 
     def __init__(self, server: WSGIServer, sock: socket.socket, dispatch: ch.Dispatch) -> None:
@@ -432,7 +432,11 @@ class Connection:
         hash_at = raw_path.find(b"#")
         if hash_at >= 0:
             raw_path = raw_path[:hash_at]
-        path = unquote_to_bytes(raw_path).decode("latin-1") if b"%" in raw_path else raw_path.decode("latin-1")
+        path = (
+            unquote_to_bytes(raw_path).decode("latin-1")
+            if b"%" in raw_path
+            else raw_path.decode("latin-1")
+        )
         script_name = dispatch.script_name
         if script_name and path.startswith(script_name):
             path = path[len(script_name) :]
@@ -594,7 +598,9 @@ class WSGIServer:
     def serve(self) -> None:
         """Run the thread pool until drained or the master is gone."""
         workers = [
-            threading.Thread(target=self._run, args=(index,), name=f"poolwarden-wsgi-{index}", daemon=True)
+            threading.Thread(
+                target=self._run, args=(index,), name=f"poolwarden-wsgi-{index}", daemon=True
+            )
             for index in range(self.threads)
         ]
         for thread in workers:
