@@ -21,6 +21,7 @@ from typing import Any
 from poolwarden.channel import Frame, StartupFailure
 
 _POOLWARDEN_DIR = os.path.dirname(os.path.abspath(__file__))
+_IMPORTLIB_INIT = importlib.__file__ or ""
 _LIBRARY_DIRS = tuple(
     {
         os.path.abspath(path)
@@ -40,6 +41,18 @@ class AppLoadError(Exception):
 
 def is_poolwarden_frame(filename: str) -> bool:
     return os.path.abspath(filename).startswith(_POOLWARDEN_DIR + os.sep)
+
+
+def is_machinery_frame(filename: str) -> bool:
+    """A frame of poolwarden or of the import system: nothing the app can fix.
+
+    Python's own tracebacks hide importlib's frames the same way.
+    """
+    return (
+        filename.startswith("<frozen importlib")
+        or filename == _IMPORTLIB_INIT
+        or is_poolwarden_frame(filename)
+    )
 
 
 def is_app_frame(filename: str) -> bool:
@@ -68,12 +81,12 @@ def module_name_for(filename: str) -> str:
 def describe_failure(phase: str, app: str, error: BaseException) -> StartupFailure:
     """Turn an exception raised while starting the app into data.
 
-    Poolwarden's own frames are dropped from the traceback: an operator wants
-    the app's frames, and the exception itself.
+    Poolwarden's and importlib's frames are dropped from the traceback: an
+    operator wants the app's frames, and the exception itself.
     """
     tb: TracebackType | None = error.__traceback__
     summary = [
-        entry for entry in traceback.extract_tb(tb) if not is_poolwarden_frame(entry.filename)
+        entry for entry in traceback.extract_tb(tb) if not is_machinery_frame(entry.filename)
     ]
     frames = [
         Frame(
@@ -152,6 +165,8 @@ def load_app(spec: str, *, factory: bool = False) -> Any:
             ) from None
         raise AppLoadError(describe_failure("import", spec, error)) from None
     target: Any = module
+    owner = f"module {module_name!r}"
+    found = ""
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)
@@ -161,10 +176,13 @@ def load_app(spec: str, *, factory: bool = False) -> Any:
                     phase="attribute",
                     app=spec,
                     exception_type="AttributeError",
-                    message=f"module {module_name!r} has no attribute {attr_path!r}",
+                    message=f"{owner} has no attribute {part!r}",
                     module=module_name,
                 )
             ) from None
+        # The next miss names the object that lacks it, not the module.
+        found = f"{found}.{part}" if found else part
+        owner = f"{module_name}:{found} (a {type(target).__name__})"
     if factory:
         if not callable(target):
             raise _spec_failure(spec, f"factory {attr_path!r} is not callable", "factory")
@@ -172,6 +190,12 @@ def load_app(spec: str, *, factory: bool = False) -> Any:
             target = target()
         except BaseException as error:
             raise AppLoadError(describe_failure("factory", spec, error)) from None
+        if not callable(target):
+            raise _spec_failure(
+                spec,
+                f"factory {attr_path!r} returned a {type(target).__name__}, not a callable app",
+                "factory",
+            )
     if not callable(target):
         raise _spec_failure(
             spec, f"{attr_path!r} is a {type(target).__name__}, not a callable app", "attribute"

@@ -10,6 +10,10 @@ One slot per WSGI thread or concurrent ASGI request. Each slot is written by
 exactly one thread of its worker and guarded by a sequence counter (a
 seqlock): the writer makes it odd while it writes and even when done, and a
 reader retries until it sees the same even value before and after its copy.
+The counter is stored and loaded through a memoryview of unsigned ints, one
+aligned 4-byte access each: `struct.pack_into` zeroes its target and then
+writes it byte by byte, so a reader could see a half-written counter (the 0
+in between, say) and take a torn copy for a whole one.
 The memory belongs to the master, so it outlives a worker that crashes in the
 middle of a request, which is the point.
 """
@@ -20,6 +24,7 @@ import enum
 import mmap
 import os
 import struct
+import time
 from dataclasses import dataclass
 
 
@@ -34,13 +39,21 @@ class Phase(enum.IntEnum):
     """The response has started; a crash here can only close the connection."""
 
 
-_SEQ = struct.Struct("<I")
+_SEQ_MASK = 0xFFFFFFFF
+"""The counter wraps; at 20k requests a second on one slot, 2**32 comes in hours."""
 # phase, status, conn_id, started (unix time), served, method, path, client
 _BODY = struct.Struct("<BxHQdQ12s200s52s")
 SLOT_SIZE = 4 + 4 + _BODY.size  # seq, padding for alignment, body
+assert SLOT_SIZE % 4 == 0, "every slot's counter must be 4-byte aligned"
 _HEADER = struct.Struct("<IIQ")  # magic, slot count, pid
 HEADER_SIZE = 64
 MAGIC = 0x50574B31  # "PWK1"
+READ_ATTEMPTS = 100
+"""Quick copies a reader tries before it starts pausing between attempts."""
+READ_PAUSE = 0.0005
+READ_PATIENCE = 0.1
+"""Seconds a reader waits for a writer stuck mid-write before it settles for
+the copy it has (seconds more than a preempted writer ever needs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +83,7 @@ class Scoreboard:
         self.slots = slots
         self.owner = owner
         self._map = mmap.mmap(fd, size_for(slots))
+        self._seqs = memoryview(self._map).cast("I")
 
     @classmethod
     def create(cls, slots: int, name: str = "poolwarden-scoreboard") -> Scoreboard:
@@ -92,20 +106,19 @@ class Scoreboard:
     def writer(self, index: int) -> SlotWriter:
         if not 0 <= index < self.slots:
             raise IndexError(index)
-        return SlotWriter(self._map, HEADER_SIZE + index * SLOT_SIZE)
+        return SlotWriter(self._map, self._seqs, HEADER_SIZE + index * SLOT_SIZE)
 
-    def read(self, index: int) -> SlotView:
+    def read(self, index: int, *, final: bool = False) -> SlotView:
+        """A consistent copy of slot `index`.
+
+        `final` says the writer is gone (its worker was reaped): the memory
+        will not change again, so one copy is all there is, even if the writer
+        died between its two counter updates and left the count odd for good.
+        """
         offset = HEADER_SIZE + index * SLOT_SIZE
-        view = self._map
-        for _ in range(100):
-            (before,) = _SEQ.unpack_from(view, offset)
-            if before & 1:
-                continue
-            body = _BODY.unpack_from(view, offset + 8)
-            (after,) = _SEQ.unpack_from(view, offset)
-            if before == after:
-                break
-        phase, status, conn_id, started, served, method, path, client = body
+        start, end = offset + 8, offset + SLOT_SIZE
+        raw = self._map[start:end] if final else self._consistent_copy(offset >> 2, start, end)
+        phase, status, conn_id, started, served, method, path, client = _BODY.unpack(raw)
         return SlotView(
             index=index,
             phase=Phase(phase),
@@ -118,17 +131,47 @@ class Scoreboard:
             client=client.rstrip(b"\0").decode("latin-1"),
         )
 
-    def read_all(self) -> list[SlotView]:
-        return [self.read(index) for index in range(self.slots)]
+    def _consistent_copy(self, seq_index: int, start: int, end: int) -> bytes:
+        """The slot's bytes, copied between two equal, even counter values.
 
-    def busy(self) -> list[SlotView]:
+        A write takes a microsecond, so a few quick retries nearly always do;
+        a writer preempted mid-write needs the scheduler to run it again,
+        which is what the patient retries wait for. A writer that never
+        finishes (stopped, or dead and not yet reaped) gets its last copy
+        after `READ_PATIENCE` rather than a hung master.
+        """
+        view = self._map
+        seqs = self._seqs
+        attempts = 0
+        deadline = 0.0
+        while True:
+            # One memcpy between the two loads keeps the window a writer can
+            # hit short; the parsing happens on the copy, outside it.
+            before = seqs[seq_index]
+            raw = view[start:end]
+            if before == seqs[seq_index] and not before & 1:
+                return raw
+            attempts += 1
+            if attempts >= READ_ATTEMPTS:
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + READ_PATIENCE
+                elif now > deadline:
+                    return raw
+                time.sleep(READ_PAUSE)
+
+    def read_all(self, *, final: bool = False) -> list[SlotView]:
+        return [self.read(index, final=final) for index in range(self.slots)]
+
+    def busy(self, *, final: bool = False) -> list[SlotView]:
         """Slots with a request in flight."""
-        return [slot for slot in self.read_all() if slot.phase != Phase.IDLE]
+        return [slot for slot in self.read_all(final=final) if slot.phase != Phase.IDLE]
 
     def served(self) -> int:
         return sum(slot.served for slot in self.read_all())
 
     def close(self) -> None:
+        self._seqs.release()
         self._map.close()
         if self.owner:
             os.close(self.fd)
@@ -145,13 +188,17 @@ class SlotWriter:
         "_offset",
         "_path",
         "_seq",
+        "_seq_index",
+        "_seqs",
         "_served",
         "_started",
     )
 
-    def __init__(self, view: mmap.mmap, offset: int) -> None:
+    def __init__(self, view: mmap.mmap, seqs: memoryview, offset: int) -> None:
         self._map = view
+        self._seqs = seqs
         self._offset = offset
+        self._seq_index = offset >> 2
         self._seq = 0
         self._served = 0
         self._conn_id = 0
@@ -161,8 +208,8 @@ class SlotWriter:
         self._client = b""
 
     def _write(self, phase: int, status: int) -> None:
-        self._seq += 1
-        _SEQ.pack_into(self._map, self._offset, self._seq)
+        seq = self._seq + 1  # odd: a write is under way
+        self._seqs[self._seq_index] = seq
         _BODY.pack_into(
             self._map,
             self._offset + 8,
@@ -175,8 +222,8 @@ class SlotWriter:
             self._path,
             self._client,
         )
-        self._seq += 1
-        _SEQ.pack_into(self._map, self._offset, self._seq)
+        self._seq = seq = (seq + 1) & _SEQ_MASK
+        self._seqs[self._seq_index] = seq
 
     def begin(
         self, conn_id: int, started: float, method: bytes, path: bytes, client: bytes

@@ -26,7 +26,12 @@ class Listener:
 
     @property
     def wildcard(self) -> bool:
-        return self.host in ("0.0.0.0", "::", "")
+        """Bound to every address, so a connection's own address must be asked.
+
+        A unix listener is never one: its host is "" too, but `getsockname()`
+        of its connections is a path, not a (host, port) pair.
+        """
+        return self.unix_path is None and self.host in ("0.0.0.0", "::", "")
 
     @property
     def url(self) -> str:

@@ -68,6 +68,7 @@ class Pool:
         self.queue: deque[Waiting] = deque()
         self.dispatched = 0
         self.consecutive_failures = 0
+        self._turn = 0
         self.last_failure: ch.StartupFailure | None = None
         self._respawn_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
@@ -101,6 +102,8 @@ class Pool:
             self._spawn()
 
     def _spawn(self) -> None:
+        if self.state in (PoolState.STOPPING, PoolState.STOPPED):
+            return  # a failure reported by an earlier spawn stopped the pool
         worker = WorkerProcess(
             self.loop,
             self.settings,
@@ -115,10 +118,28 @@ class Pool:
             worker.spawn()
         except OSError as error:
             log.error("pool %s: cannot start a worker: %s", self.name, error)
-            self._schedule_respawn()
+            self._spawn_failed(error)
             return
         self.workers.append(worker)
         log.debug("pool %s: started worker %d", self.name, worker.pid)
+
+    def _spawn_failed(self, error: OSError) -> None:
+        """No process could be started (a wrong interpreter or working
+        directory, no memory, no pids): a start-up failure, with the same
+        back-off, rather than a retry at once and forever."""
+        self.consecutive_failures += 1
+        failure = ch.StartupFailure(
+            phase="spawn",
+            app=self.settings.app,
+            exception_type=type(error).__name__,
+            message=f"cannot start a worker process: {error}",
+        )
+        self.last_failure = failure
+        if not any(w.state is WorkerState.READY for w in self.workers):
+            self.state = PoolState.STARTUP_FAILED
+            self._refuse_queue("startup_failed")
+        self.on_startup_failure(self, failure)
+        self._schedule_respawn()
 
     # dispatch
 
@@ -138,8 +159,20 @@ class Pool:
             self.queue.append(Waiting(sock, message))
 
     def _least_busy(self) -> WorkerProcess | None:
+        """The Ready worker with the fewest connections.
+
+        The search starts one worker further on each time, so that ties go
+        round: under light load every connection would otherwise land on
+        the first worker, and the others would sit idle and cold.
+        """
+        workers = self.workers
+        count = len(workers)
+        if not count:
+            return None
+        self._turn = turn = (self._turn + 1) % count
         best = None
-        for worker in self.workers:
+        for step in range(count):
+            worker = workers[(turn + step) % count]
             if worker.state is WorkerState.READY and (best is None or worker.load < best.load):
                 best = worker
         return best
@@ -217,7 +250,25 @@ class Pool:
             if not any(w.state is WorkerState.READY for w in self.workers):
                 self.state = PoolState.STARTUP_FAILED
                 self._refuse_queue("startup_failed")
+            if worker.startup_failure is None and not worker.killed_by_master:
+                # Last: failing fast stops the pool.
+                self._died_before_ready(worker)
         self._schedule_respawn()
+
+    def _died_before_ready(self, worker: WorkerProcess) -> None:
+        """A worker that ended before Ready without saying why is a start-up
+        failure all the same: a crash in a C extension at import, `os._exit`,
+        the OOM killer. Without this, fail-fast would retry it forever."""
+        message = f"the worker ended before it was ready ({worker.exit_text})"
+        if worker.tail:
+            message += f"; its last output: {worker.tail[-1]}"
+        if os.path.exists(worker.crash_file):
+            message += f"; its crash dump: {worker.crash_file}"
+        failure = ch.StartupFailure(
+            phase="boot", app=self.settings.app, exception_type="WorkerDied", message=message
+        )
+        self.last_failure = failure
+        self.on_startup_failure(self, failure)
 
     def _schedule_respawn(self) -> None:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED) or self._respawn_timer:
@@ -261,7 +312,8 @@ class Pool:
             self._respawn_timer = None
         self._refuse_queue("shutting_down")
         for worker in self.workers:
-            if worker.state is not WorkerState.EXITED:
+            # One that reported a start-up failure is on its way out anyway.
+            if worker.state is not WorkerState.EXITED and worker.startup_failure is None:
                 log.warning("pool %s: killing worker %d", self.name, worker.pid)
             worker.kill()
         if not self.workers:

@@ -54,7 +54,15 @@ class Master:
         self._interrupts = 0
 
     def run(self) -> int:
-        os.makedirs(self.server.state_dir, exist_ok=True)
+        try:
+            os.makedirs(os.path.join(self.server.state_dir, "crash"), exist_ok=True)
+        except OSError as error:
+            print(
+                f"poolwarden: cannot use the state directory {self.server.state_dir}: "
+                f"{error.strerror or error}",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         try:
             self.listeners = [
                 open_listener(text, self.server.backlog) for text in self.server.binds
@@ -94,7 +102,8 @@ class Master:
             loop.add_signal_handler(signum, self._on_signal, signum)
         for pool in self.pools:
             pool.start()
-        self.frontend.start()
+        if not self.stopping:  # a pool that cannot spawn at all fails fast
+            self.frontend.start()
         for listener in self.listeners:
             log.info("listening on %s", listener.url)
         try:

@@ -116,6 +116,11 @@ class WorkerProcess:
                 env=env,
                 process_group=0,
             )
+        except BaseException:
+            # No process: nothing else would ever close these.
+            master_end.close()
+            self.scoreboard.close()
+            raise
         finally:
             worker_end.close()
         self.pid = self.process.pid
@@ -244,7 +249,9 @@ class WorkerProcess:
         self.on_exit(self)
 
     def _answer_orphaned_connections(self) -> None:
-        in_app = {slot.conn_id for slot in self.scoreboard.busy() if slot.phase is Phase.APP}
+        # The worker is reaped: nothing writes its slots any more.
+        busy = self.scoreboard.busy(final=True)
+        in_app = {slot.conn_id for slot in busy if slot.phase is Phase.APP}
         for conn_id, sock in self.custody.items():
             if conn_id in in_app:
                 answer_and_close(
@@ -252,7 +259,8 @@ class WorkerProcess:
                     sock,
                     simple_response(
                         502,
-                        f"Bad Gateway: the worker serving this request {self.exit_text}.\n",
+                        "Bad Gateway: the worker serving this request ended before it"
+                        f" answered ({self.exit_text}).\n",
                         reason_code="worker_died",
                     ),
                 )

@@ -60,6 +60,7 @@ class RequestCycle:
 
     __slots__ = (
         "body",
+        "body_delivered",
         "chunked",
         "close_after",
         "complete",
@@ -88,6 +89,7 @@ class RequestCycle:
         self.http_version = scope["http_version"]
         self.body: deque[bytes] = deque()
         self.complete = False
+        self.body_delivered = False
         self.disconnected = False
         self.expect_continue = False
         self.continue_sent = False
@@ -154,6 +156,16 @@ class RequestCycle:
         if self.disconnected or self.response_complete:
             return _DISCONNECT
         protocol = self.protocol
+        if self.body_delivered:
+            # Nothing more will come but the end: block until the client goes
+            # or the response is done, as the spec says, rather than hand out
+            # empty messages that would make a listening app spin. Every
+            # caller waits on the same future, so none is left behind.
+            waiter = self.waiter
+            if waiter is None:
+                waiter = self.waiter = protocol.loop.create_future()
+            await waiter
+            return _DISCONNECT
         if self.expect_continue and not self.continue_sent and not self.response_started:
             self.continue_sent = True
             protocol.write(_CONTINUE)
@@ -167,6 +179,7 @@ class RequestCycle:
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
         self.body.clear()
         if self.complete:
+            self.body_delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
         protocol.resume_reading()
         return {"type": "http.request", "body": body, "more_body": True}
@@ -176,8 +189,9 @@ class RequestCycle:
         if kind == "http.response.start":
             if self.response_started:
                 raise RuntimeError("http.response.start sent twice")
-            self.response_started = True
+            # Started only once the head is valid: a refused head still gets a 500.
             self._start(message["status"], message.get("headers", ()))
+            self.response_started = True
         elif kind == "http.response.body":
             if not self.response_started:
                 raise RuntimeError("http.response.body sent before http.response.start")
@@ -189,6 +203,11 @@ class RequestCycle:
             if not more_body:
                 self.response_complete = True
                 self.wake()
+            writable = self.protocol.writable
+            if writable is not None:
+                # The client reads slower than the app writes: wait, rather
+                # than hold the rest of the response in memory.
+                await writable
         elif self.disconnected:
             return
         else:
@@ -209,8 +228,9 @@ class RequestCycle:
                 continue
             elif lowered == b"transfer-encoding":
                 continue
-            if b"\n" in value or b"\r" in value:
-                raise RuntimeError(f"invalid response header value for {name!r}")
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                # A line break would let a header smuggle in another one.
+                raise RuntimeError(f"invalid response header {name!r}: {value!r}")
             lines.append(b"%s: %s\r\n" % (name, value))
         self.close_after = close
         self.pending_head = b"".join(lines)
@@ -276,6 +296,10 @@ class HttpProtocol(asyncio.Protocol):
         self.dispatch = dispatch
         self.conn_id = dispatch.conn_id
         self.client = f"{dispatch.peer_host}:{dispatch.peer_port}".encode("latin-1")
+        # The scope's addresses, once per connection (see connection_made).
+        self.client_address: tuple[str, int] | None = (dispatch.peer_host, dispatch.peer_port)
+        self.server_address: tuple[str, int | None] = (dispatch.server_host, dispatch.server_port)
+        self.log_client = dispatch.peer_host
         self.limits = server.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -294,12 +318,21 @@ class HttpProtocol(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.error: tuple[int, str, str] | None = None
         self.active_slot: SlotWriter | _NullSlot | None = None
+        self.writable: asyncio.Future[None] | None = None
+        """Set while the transport's write buffer is above its high-water mark."""
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
+        if not self.dispatch.server_port:
+            # Only a unix socket has no port. The spec's form for one: the
+            # server is (path, None), and a client without an address is
+            # None, not ("", 0).
+            self.server_address = (transport.get_extra_info("sockname") or "", None)
+            self.client_address = None
+            self.log_client = "-"
         buffered = self.dispatch.buffered
         if buffered:
             self.data_received(buffered)
@@ -331,6 +364,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = True
         if self.idle_timer is not None:
             self.idle_timer.cancel()
+        self.resume_writing()  # a send waiting for the client would wait forever
         for cycle in (self.active, self.cycle, *self.pipeline):
             if cycle is not None:
                 cycle.disconnected = True
@@ -338,11 +372,15 @@ class HttpProtocol(asyncio.Protocol):
         self.pipeline.clear()
         self.server.connection_closed(self)
 
-    def pause_writing(self) -> None:  # pragma: no cover - flow control
-        pass
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = self.loop.create_future()
 
-    def resume_writing(self) -> None:  # pragma: no cover - flow control
-        pass
+    def resume_writing(self) -> None:
+        writable = self.writable
+        if writable is not None:
+            self.writable = None
+            writable.set_result(None)
 
     # httptools callbacks
 
@@ -397,8 +435,8 @@ class HttpProtocol(asyncio.Protocol):
             "type": "http",
             "asgi": _ASGI,
             "http_version": http_version,
-            "server": (dispatch.server_host, dispatch.server_port),
-            "client": (dispatch.peer_host, dispatch.peer_port),
+            "server": self.server_address,
+            "client": self.client_address,
             "scheme": dispatch.scheme,
             "method": parser.get_method().decode("ascii"),
             "root_path": dispatch.script_name,
@@ -458,7 +496,7 @@ class HttpProtocol(asyncio.Protocol):
             scope = cycle.scope
             headers = dict(scope["headers"])
             server.access_log.write(
-                client=self.dispatch.peer_host,
+                client=self.log_client,
                 method=scope["method"],
                 target=self.target.decode("latin-1"),
                 version=cycle.http_version,
