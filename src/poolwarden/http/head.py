@@ -49,13 +49,14 @@ class RequestHead:
 class _HeadCollector:
     """httptools callbacks that keep the head and ignore any body bytes."""
 
-    __slots__ = ("complete", "header_count", "headers", "limits", "url")
+    __slots__ = ("complete", "header_count", "headers", "host", "limits", "url")
 
     def __init__(self, limits: HeadLimits) -> None:
         self.limits = limits
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_count = 0
+        self.host: bytes | None = None
         self.complete = False
 
     def on_url(self, url: bytes) -> None:
@@ -70,6 +71,11 @@ class _HeadCollector:
                 f"more than {self.limits.max_header_count} header fields",
             )
         self.headers.append((name, value))
+        if len(name) == 4 and name.lower() == b"host":
+            if self.host is not None:
+                # Two hosts let a proxy and the app disagree on the target.
+                raise HeadError(400, "bad_request", "more than one Host header")
+            self.host = value
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -79,13 +85,19 @@ def check_incomplete(buffer: bytes, limits: HeadLimits) -> None:
     """Refuse a head that is still arriving but already breaks a size limit.
 
     Called on every read that did not complete the head, so that a client
-    cannot make the front end buffer more than the limits allow.
+    cannot make the front end buffer more than the limits allow, nor wait
+    for the head timeout with a head that is already wrong.
     """
     line_end = buffer.find(b"\r\n")
-    if line_end < 0 and len(buffer) > limits.max_request_line:
+    if line_end > limits.max_request_line or (
+        line_end < 0 and len(buffer) > limits.max_request_line
+    ):
         raise HeadError(414, "url_too_long", "request line longer than the limit")
     if len(buffer) > limits.max_head_bytes:
         raise HeadError(431, "head_too_large", "request head larger than the limit")
+    if buffer.count(b"\n") != buffer.count(b"\r\n"):
+        # A head of bare-LF lines never shows the CRLF CRLF that ends it.
+        raise HeadError(400, "bad_request", "line ending without CR (bare LF)")
 
 
 def find_head_end(buffer: bytes) -> int:
@@ -117,13 +129,8 @@ def parse_head(buffer: bytes, head_end: int, limits: HeadLimits) -> RequestHead:
         raise HeadError(400, "bad_request", str(error)) from None
     if not collector.complete:
         raise HeadError(400, "bad_request", "incomplete request head")
-    host = ""
-    for name, value in collector.headers:
-        if name.lower() == b"host":
-            host = value.decode("latin-1")
-            break
     version = parser.get_http_version()
-    if version == "1.1" and not host:
+    if version == "1.1" and collector.host is None:
         raise HeadError(400, "bad_request", "HTTP/1.1 request without a Host header")
     try:
         url = httptools.parse_url(collector.url)
@@ -134,7 +141,7 @@ def parse_head(buffer: bytes, head_end: int, limits: HeadLimits) -> RequestHead:
         target=collector.url,
         path=url.path or b"/",
         query=url.query or b"",
-        host=host,
+        host="" if collector.host is None else collector.host.decode("latin-1"),
         http_version=version,
         keep_alive=parser.should_keep_alive(),
         headers=collector.headers,

@@ -57,7 +57,7 @@ class Request:
         self.expect_continue = False
         self.continue_sent = False
         self.upgrade = False
-        self.host = b""
+        self.host: bytes | None = None
 
 
 class RequestParser:
@@ -68,6 +68,7 @@ class RequestParser:
         "_current",
         "_head_bytes",
         "_parser",
+        "_unparsed",
         "error",
         "limits",
         "ready",
@@ -80,6 +81,7 @@ class RequestParser:
         self._building: Request | None = None
         self._current: Request | None = None
         self._head_bytes = 0
+        self._unparsed = 0
         self.error: ParseError | None = None
 
     @property
@@ -91,6 +93,9 @@ class RequestParser:
         """Parse `data`; a refused request sets `error` and stops parsing."""
         if self.error is not None:
             return
+        building = self._building
+        current = self._current
+        received = 0 if current is None else current.body_received
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -100,17 +105,52 @@ class RequestParser:
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
             if isinstance(cause, ParseError):
-                self.error = cause
+                self._refuse(cause)
             else:
-                self.error = ParseError(400, "bad_request", str(error))
+                self._refuse(ParseError(400, "bad_request", str(error)))
         except httptools.HttpParserError as error:
-            self.error = ParseError(400, "bad_request", str(error))
+            self._refuse(ParseError(400, "bad_request", str(error)))
+        else:
+            if self._building is not None:
+                if self._building is building:
+                    self._count_unparsed(len(data), "request head")
+            elif current is not None and current is self._current:
+                if current.body_received == received:
+                    self._count_unparsed(len(data), "chunk framing or trailer section")
+                else:
+                    self._unparsed = 0
+
+    def _count_unparsed(self, size: int, what: str) -> None:
+        """Bound the bytes httptools holds back while they arrive.
+
+        httptools keeps a header line (or a trailer line) to itself until the
+        line ends, so `on_header` alone cannot stop a client that never ends
+        one. Counted here are whole reads that began and ended inside a head,
+        or in a body without giving any of it: never more than what httptools
+        holds, and short of it by at most the read where the head began.
+        """
+        self._unparsed += size
+        if self._unparsed > self.limits.max_head_bytes:
+            self.error = ParseError(431, "head_too_large", f"{what} larger than the limit")
+
+    def _refuse(self, error: ParseError) -> None:
+        """Stop at `error`; a request whose framing it broke is not served.
+
+        llhttp judges `Transfer-Encoding` after `on_headers_complete`, so the
+        request is already queued: an app must never see a request whose
+        body the parser refused (the heart of request smuggling).
+        """
+        self.error = error
+        current = self._current
+        if current is not None and self.ready and self.ready[-1] is current:
+            self.ready.pop()
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         self._building = Request()
         self._head_bytes = 0
+        self._unparsed = 0
 
     def on_url(self, url: bytes) -> None:
         request = self._building
@@ -121,18 +161,21 @@ class RequestParser:
             raise ParseError(414, "url_too_long", "request line longer than the limit")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        request = self._building
-        assert request is not None
-        request.headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
-        if len(request.headers) > self.limits.max_header_count:
-            raise ParseError(431, "too_many_headers", "too many header fields")
         if self._head_bytes > self.limits.max_head_bytes:
             raise ParseError(431, "head_too_large", "request head larger than the limit")
+        request = self._building
+        if request is None:
+            return  # a trailer field of a chunked body: counted, then dropped
+        request.headers.append((name, value))
+        if len(request.headers) > self.limits.max_header_count:
+            raise ParseError(431, "too_many_headers", "too many header fields")
         lowered = name.lower()
         if lowered == b"expect" and value.lower() == b"100-continue":
             request.expect_continue = True
         elif lowered == b"host":
+            if request.host is not None:
+                raise ParseError(400, "bad_request", "more than one Host header")
             request.host = value
 
     def on_headers_complete(self) -> None:
@@ -142,10 +185,16 @@ class RequestParser:
         request.method = parser.get_method()
         request.http_version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        if request.http_version == "1.1" and not request.host:
+        # "METHOD SP target SP HTTP/x.y", measured as the front end does.
+        if len(request.method) + len(request.url) + 10 > self.limits.max_request_line:
+            raise ParseError(414, "url_too_long", "request line longer than the limit")
+        if request.http_version == "1.1" and request.host is None:
             raise ParseError(400, "bad_request", "HTTP/1.1 request without a Host header")
+        if request.expect_continue and request.http_version == "1.0":
+            request.expect_continue = False  # RFC 9110 10.1.1: ignored in HTTP/1.0
         self._building = None
         self._current = request
+        self._unparsed = 0
         self.ready.append(request)
 
     def on_body(self, body: bytes) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import stat
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, simple_response
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
-from poolwarden.worker.http11 import Request, RequestParser
+from poolwarden.worker.http11 import ParseError, Request, RequestParser
 
 READ_SIZE = 65536
 BODY_TIMEOUT = 60.0
@@ -49,10 +50,26 @@ _ARMED = select.EPOLLIN | select.EPOLLONESHOT | select.EPOLLRDHUP
 _SERVER = b"server: poolwarden\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
+_SPECIAL_HEADERS = frozenset(
+    ("content-length", "connection", "transfer-encoding", "server", "date")
+)
+"""Response headers the server reads rather than passes on as they are."""
 
 
 class ClientDisconnected(OSError):
     """The client went away while the app was reading its body."""
+
+
+class MalformedBody(ClientDisconnected):
+    """The request body broke its framing (a bad chunk): the client gets a 400.
+
+    An OSError like a disconnect, because the app must stop reading either
+    way; the server still owes the client an answer, which a disconnect is not.
+    """
+
+    def __init__(self, error: ParseError) -> None:
+        super().__init__(f"malformed request body: {error}")
+        self.error = error
 
 
 def _wait(sock: socket.socket, events: int, timeout: float) -> None:
@@ -94,49 +111,72 @@ class FileWrapper:
 
 
 class WSGIInput:
-    """`wsgi.input`: the request body, read from the socket as the app asks."""
+    """`wsgi.input`: the request body, read from the socket as the app asks.
+
+    What arrived but was not read yet is `_buffer[_pos:]`: a read or a line
+    is one slice of it, so reading a body in small pieces (a form parser
+    reading lines) does not copy the rest of the buffer each time. Reads that
+    span several arrivals gather them in a list and join once.
+    """
+
+    __slots__ = ("_buffer", "_connection", "_pos", "_request")
 
     def __init__(self, connection: Connection, request: Request) -> None:
         self._connection = connection
         self._request = request
         self._buffer = b""
+        self._pos = 0
 
-    def _more(self) -> bool:
+    def _piece(self) -> bytes | None:
+        """The next piece of the body, from the socket if need be; None at its end."""
         request = self._request
         while not request.body:
             if request.complete:
-                return False
+                return None
             self._connection.fill(request)
-        self._buffer += request.body.popleft()
-        return True
+        return request.body.popleft()
+
+    def _gather(self, size: int, line: bool) -> bytes:
+        """Buffer pieces until `size` bytes (any, if < 0), a newline if `line`, or the end."""
+        pieces = [self._buffer[self._pos :]]
+        have = len(pieces[0])
+        while size < 0 or have < size:
+            piece = self._piece()
+            if piece is None:
+                break
+            pieces.append(piece)
+            have += len(piece)
+            if line and b"\n" in piece:
+                break
+        data = b"".join(pieces)
+        self._buffer = data
+        self._pos = 0
+        return data
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            while self._more():
-                pass
-            data, self._buffer = self._buffer, b""
+            data = self._gather(-1, False)
+            self._buffer = b""
             return data
-        while len(self._buffer) < size and self._more():
-            pass
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+        buffer, pos = self._buffer, self._pos
+        if len(buffer) - pos < size:
+            buffer, pos = self._gather(size, False), 0
+        end = min(pos + size, len(buffer))
+        self._pos = end
+        return buffer[pos:end]
 
     def readline(self, size: int | None = -1) -> bytes:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                end += 1
-                break
-            if size is not None and 0 <= size <= len(self._buffer):
-                end = size
-                break
-            if not self._more():
-                end = len(self._buffer)
-                break
-        if size is not None and 0 <= size < end:
-            end = size
-        data, self._buffer = self._buffer[:end], self._buffer[end:]
-        return data
+        limit = -1 if size is None or size < 0 else size
+        buffer, pos = self._buffer, self._pos
+        end = buffer.find(b"\n", pos)
+        if end < 0 and (limit < 0 or len(buffer) - pos < limit):
+            buffer, pos = self._gather(limit, True), 0
+            end = buffer.find(b"\n")
+        end = len(buffer) if end < 0 else end + 1
+        if 0 <= limit < end - pos:
+            end = pos + limit
+        self._pos = end
+        return buffer[pos:end]
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         lines = []
@@ -204,7 +244,13 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
+        # (CR and LF in the status are refused with the headers', in `_head`.)
+        if (
+            not isinstance(status, str)
+            or len(status) < 4
+            or status[3] != " "
+            or not status[:3].isdigit()
+        ):
             raise ValueError(f"invalid status {status!r}")
         self.status = status
         self.status_code = int(status[:3])
@@ -216,56 +262,84 @@ class Response:
 
         `first_chunk` is the whole body when the app returned exactly one
         chunk, which lets the common case get a Content-Length, not chunks.
+        Nothing about the response changes unless the head is valid, so that
+        an invalid one can still be answered with a 500.
         """
         if self.status is None:
             raise AssertionError("the app did not call start_response")
         lines = [b"HTTP/1.1 " + self.status.encode("latin-1") + b"\r\n"]
         length = None
         connection_close = self.close_after or self.connection.server.draining
+        request = self.request
+        if request.expect_continue and not request.continue_sent and not request.complete:
+            # The client still holds its body back, and may send it anyway
+            # later; on this connection it could not be told from a request.
+            connection_close = True
+        own_server = own_date = False
         for name, value in self.headers:
-            if "\n" in value or "\r" in value or "\n" in name or ":" in name:
-                raise ValueError(f"invalid response header {name!r}")
+            if ":" in name:
+                raise ValueError(f"invalid response header name {name!r}")
             lowered = name.lower()
-            if lowered == "content-length":
-                length = int(value)
-                continue
-            elif lowered == "connection":
-                if value.lower() == "close":
-                    connection_close = True
-                continue
-            elif lowered == "transfer-encoding":
-                continue
+            if lowered in _SPECIAL_HEADERS:
+                if lowered == "content-length":
+                    length = int(value)
+                    if length < 0:
+                        raise ValueError(f"invalid Content-Length {value!r}")
+                    continue
+                if lowered == "connection":
+                    if value.lower() == "close":
+                        connection_close = True
+                    continue
+                if lowered == "transfer-encoding":
+                    continue
+                # The app's own Server or Date replaces the server's: a
+                # second one would be a duplicate of a single-valued field.
+                if lowered == "server":
+                    own_server = True
+                else:
+                    own_date = True
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         code = self.status_code
-        if code in _NO_BODY_STATUS or code < 200:
+        no_body = code in _NO_BODY_STATUS or code < 200
+        chunked = False
+        if no_body:
             pass
         elif length is not None:
             lines.append(b"content-length: %d\r\n" % length)
         elif first_chunk is not None:
             length = len(first_chunk)
             lines.append(b"content-length: %d\r\n" % length)
-        elif self.request.http_version == "1.1":
-            self.chunked = True
+        elif request.http_version == "1.1":
+            chunked = True
             lines.append(b"transfer-encoding: chunked\r\n")
         else:
             connection_close = True
-        self.length = length
         if connection_close:
-            self.close_after = True
             lines.append(b"connection: close\r\n")
-        elif self.request.http_version == "1.0":
+        elif request.http_version == "1.0":
             lines.append(b"connection: keep-alive\r\n")
-        lines.append(_SERVER)
-        lines.append(DATE.header())
+        if not own_server:
+            lines.append(_SERVER)
+        if not own_date:
+            lines.append(DATE.header())
         lines.append(b"\r\n")
+        head = b"".join(lines)
+        if head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines):
+            # A CR or LF inside the status or a header would end a line early:
+            # the app could forge headers, or a whole second response.
+            raise ValueError("CR or LF inside the status or a response header")
+        self.length = length
+        self.chunked = chunked
+        self.head_only = self.head_only or no_body
+        self.close_after = connection_close
         self.headers_sent = True
         self.slot.responding(code)
-        return b"".join(lines)
+        return head
 
     def write(self, data: bytes) -> None:
         """Send a body chunk, the head first if it has not gone yet."""
         head = b"" if self.headers_sent else self._head(None)
-        if self.head_only or self.status_code in _NO_BODY_STATUS:
+        if self.head_only:
             if head:
                 send_all(self.connection.sock, head)
             return
@@ -282,24 +356,38 @@ class Response:
     def write_single(self, data: bytes) -> None:
         """The whole body in one chunk: one send for head and body."""
         head = self._head(data)
-        if self.head_only or self.status_code in _NO_BODY_STATUS:
+        if self.head_only:
             send_all(self.connection.sock, head)
             return
-        if self.length is not None and len(data) > self.length:
-            data = data[: self.length]
+        if self.length is not None and len(data) != self.length:
+            if len(data) > self.length:
+                data = data[: self.length]
+            else:
+                self.close_after = True  # promised more than it has
         self.sent_body += len(data)
         send_all(self.connection.sock, head + data)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
-        """Send a file with sendfile; False when it has no usable fd."""
+        """Send a regular file with sendfile; False to iterate it instead.
+
+        The file's size from its position on becomes the Content-Length,
+        unless the app gave one (it may mean to send only part of the file).
+        """
+        if self.headers_sent and self.chunked:
+            return False  # sendfile cannot frame chunks
         filelike = wrapper.filelike
         try:
             fd = filelike.fileno()
+            info = os.fstat(fd)
             offset = filelike.tell() if hasattr(filelike, "tell") else 0
-            size = os.fstat(fd).st_size - offset
         except (AttributeError, OSError, ValueError):
             return False
-        if self.length is None and not self.headers_sent:
+        if not stat.S_ISREG(info.st_mode):
+            return False  # a pipe or a device has no size to send
+        size = max(0, info.st_size - offset)
+        if not self.headers_sent and not any(
+            name.lower() == "content-length" for name, _ in self.headers
+        ):
             self.headers = [*self.headers, ("Content-Length", str(size))]
         self.write(b"")
         if self.head_only:
@@ -317,6 +405,7 @@ class Response:
             offset += sent
             remaining -= sent
             self.sent_body += sent
+        self.finish()
         return True
 
     def finish(self) -> None:
@@ -324,9 +413,11 @@ class Response:
         if not self.headers_sent:
             self.write_single(b"")
             return
+        if self.head_only:
+            return
         if self.chunked:
             send_all(self.connection.sock, b"0\r\n\r\n")
-        elif self.length is not None and self.sent_body < self.length and not self.head_only:
+        elif self.length is not None and self.sent_body < self.length:
             self.close_after = True
 
 
@@ -360,6 +451,10 @@ class Connection:
 
     def fill(self, request: Request) -> None:
         """Read more of `request`'s body from the socket (the app asked)."""
+        stopped = self.parser.error
+        if stopped is not None:
+            # The parser stopped in this body: nothing more will come of it.
+            raise MalformedBody(stopped)
         if request.expect_continue and not request.continue_sent:
             request.continue_sent = True
             send_all(self.sock, _CONTINUE)
@@ -374,7 +469,7 @@ class Connection:
             raise ClientDisconnected("client closed the connection while sending the body")
         self.parser.feed(data)
         if self.parser.error is not None and not request.complete:
-            raise ClientDisconnected(f"malformed request body: {self.parser.error}")
+            raise MalformedBody(self.parser.error)
 
     def serve(self, slot: SlotWriter) -> None:
         """Serve what the socket has ready; re-arm or close before returning."""
@@ -439,7 +534,9 @@ class Connection:
         )
         script_name = dispatch.script_name
         if script_name and path.startswith(script_name):
-            path = path[len(script_name) :]
+            rest = path[len(script_name) :]
+            if not rest or rest[0] == "/":  # "/app" is not a prefix of "/apple"
+                path = rest
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method.decode("latin-1"),
             "SCRIPT_NAME": script_name,
@@ -463,7 +560,13 @@ class Connection:
             "wsgi.file_wrapper": FileWrapper,
         }
         for name, value in request.headers:
-            key = name.decode("latin-1").upper().replace("-", "_")
+            key = name.decode("latin-1")
+            if "_" in key:
+                # X_Forwarded_For would land on the same key as
+                # X-Forwarded-For, which a proxy in front may be vouching
+                # for; dropped as nginx and gunicorn drop them.
+                continue
+            key = key.upper().replace("-", "_")
             text = value.decode("latin-1")
             if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
                 environ[key] = text
@@ -501,9 +604,11 @@ class Connection:
                     if chunk:
                         response.write(chunk)
                 response.finish()
-        except OSError:
+        except OSError as error:
             failed = True
             response.close_after = True
+            if isinstance(error, MalformedBody) and not response.headers_sent:
+                self._refuse(response, error.error)
         except Exception:
             failed = True
             server.log_exception(
@@ -547,6 +652,17 @@ class Connection:
             return False
         return self._discard_body(request)
 
+    def _refuse(self, response: Response, error: ParseError) -> None:
+        """Answer a request the parser refused after the app began reading it."""
+        response.status_code = error.status
+        try:
+            send_all(
+                self.sock,
+                simple_response(error.status, f"{error}\n", reason_code=error.reason_code),
+            )
+        except OSError:
+            pass
+
     def _discard_body(self, request: Request) -> bool:
         """Drop a body the app did not read, so the next request can follow."""
         if request.complete:
@@ -554,12 +670,11 @@ class Connection:
             return True
         if request.expect_continue and not request.continue_sent:
             return False
-        discarded = 0
+        start = request.body_received
         try:
-            while not request.complete and discarded <= DISCARD_LIMIT:
+            while not request.complete and request.body_received - start <= DISCARD_LIMIT:
                 request.body.clear()
                 self.fill(request)
-                discarded += request.body_received
         except OSError:
             return False
         request.body.clear()
