@@ -27,7 +27,9 @@ POOLWARDEN = [sys.executable, "-m", "poolwarden"]
 DEFAULT_DEADLINE = 20.0
 
 
-def wait_until(condition: Callable[[], object], timeout: float = DEFAULT_DEADLINE, what: str = "") -> object:
+def wait_until(
+    condition: Callable[[], object], timeout: float = DEFAULT_DEADLINE, what: str = ""
+) -> object:
     """Poll `condition` until it returns something truthy; fail at the deadline."""
     deadline = time.monotonic() + timeout
     delay = 0.005
@@ -64,13 +66,17 @@ class Server:
 
     def wait_for_stderr(self, pattern: str, timeout: float = DEFAULT_DEADLINE) -> re.Match[str]:
         regex = re.compile(pattern)
-        match = wait_until(lambda: regex.search(self.stderr()), timeout, f"stderr to match {pattern!r}")
+        match = wait_until(
+            lambda: regex.search(self.stderr()), timeout, f"stderr to match {pattern!r}"
+        )
         assert isinstance(match, re.Match)
         return match
 
     def wait_for_stdout(self, pattern: str, timeout: float = DEFAULT_DEADLINE) -> re.Match[str]:
         regex = re.compile(pattern)
-        match = wait_until(lambda: regex.search(self.stdout()), timeout, f"stdout to match {pattern!r}")
+        match = wait_until(
+            lambda: regex.search(self.stdout()), timeout, f"stdout to match {pattern!r}"
+        )
         assert isinstance(match, re.Match)
         return match
 
@@ -88,7 +94,9 @@ class Server:
 
         def ready() -> list[int] | None:
             pids = [int(p) for p in re.findall(r"worker (\d+) ready", self.stderr())]
-            alive = [pid for pid in pids if pid in self.worker_pids() and pid not in (exclude or set())]
+            alive = [
+                pid for pid in pids if pid in self.worker_pids() and pid not in (exclude or set())
+            ]
             return alive if len(alive) >= count else None
 
         result = wait_until(ready, what=f"{count} ready workers")
