@@ -32,6 +32,9 @@ from poolwarden.importer import describe_failure
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
 
+LINGER_SECONDS = 2.0
+"""How long an error answer waits for the client to close before the socket
+is closed anyway (nginx's lingering close is similar)."""
 HIGH_WATER = 65536
 """Body bytes buffered for an app before the socket stops being read."""
 
@@ -61,6 +64,7 @@ class RequestCycle:
     __slots__ = (
         "body",
         "body_delivered",
+        "body_received",
         "chunked",
         "close_after",
         "complete",
@@ -79,6 +83,7 @@ class RequestCycle:
         "sent_body",
         "started",
         "status",
+        "target",
         "waiter",
     )
 
@@ -88,6 +93,8 @@ class RequestCycle:
         self.keep_alive = keep_alive
         self.http_version = scope["http_version"]
         self.body: deque[bytes] = deque()
+        self.body_received = 0
+        self.target = b""
         self.complete = False
         self.body_delivered = False
         self.disconnected = False
@@ -121,7 +128,7 @@ class RequestCycle:
             protocol.conn_id,
             self.started,
             scope["method"].encode("latin-1")[:12],
-            protocol.target[:200],
+            self.target[:200],
             protocol.client[:52],
         )
         try:
@@ -304,12 +311,12 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
-        self.target = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
         self.in_head = False
         self.expect_continue = False
-        self.host = b""
+        self.host: bytes | None = None
+        self.unparsed = 0
         self.cycle: RequestCycle | None = None  # receiving its body
         self.active: RequestCycle | None = None  # running in the app
         self.pipeline: deque[RequestCycle] = deque()
@@ -345,6 +352,9 @@ class HttpProtocol(asyncio.Protocol):
             self.idle_timer = None
         if self.error is not None:
             return
+        in_head = self.in_head
+        cycle = self.cycle
+        received = 0 if cycle is None else cycle.body_received
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -359,6 +369,30 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse(400, "bad_request", str(failure))
         except httptools.HttpParserError as failure:
             self._refuse(400, "bad_request", str(failure))
+        else:
+            self._count_unparsed(len(data), in_head, cycle, received)
+        # Started only once the parser has judged the whole head: llhttp
+        # checks Transfer-Encoding after on_headers_complete, and a request
+        # whose framing it refused must never reach the app.
+        if self.active is None and self.pipeline:
+            self._start(self.pipeline.popleft())
+
+    def _count_unparsed(
+        self, size: int, in_head: bool, cycle: RequestCycle | None, received: int
+    ) -> None:
+        """Bound what httptools holds back: a header or trailer line never ended.
+
+        httptools keeps an unfinished line to itself, so `on_header` alone
+        cannot stop a client that never ends one. Counted are whole reads
+        that began and ended inside one head, or inside a body without
+        giving any of it.
+        """
+        held_back = (self.in_head and in_head) or (
+            cycle is not None and cycle is self.cycle and cycle.body_received == received
+        )
+        self.unparsed = self.unparsed + size if held_back else 0
+        if self.unparsed > self.limits.max_head_bytes:
+            self._refuse(431, "head_too_large", "request head larger than the limit")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -390,7 +424,8 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.in_head = True
         self.expect_continue = False
-        self.host = b""
+        self.host = None
+        self.unparsed = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -399,23 +434,31 @@ class HttpProtocol(asyncio.Protocol):
             raise _Refused(414, "url_too_long", "request line longer than the limit")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        self.headers.append((name, value))
         self.head_bytes += len(name) + len(value) + 4
-        if len(self.headers) > self.limits.max_header_count:
-            raise _Refused(431, "too_many_headers", "too many header fields")
         if self.head_bytes > self.limits.max_head_bytes:
             raise _Refused(431, "head_too_large", "request head larger than the limit")
+        if not self.in_head:
+            return  # a trailer field of a chunked body: counted, then dropped
+        name = name.lower()
+        self.headers.append((name, value))
+        if len(self.headers) > self.limits.max_header_count:
+            raise _Refused(431, "too_many_headers", "too many header fields")
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
         elif name == b"host":
+            if self.host is not None:
+                raise _Refused(400, "bad_request", "more than one Host header")
             self.host = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
         http_version = parser.get_http_version()
-        if http_version == "1.1" and not self.host:
+        method = parser.get_method()
+        # "METHOD SP target SP HTTP/x.y", measured as the front end does.
+        if len(method) + len(self.url) + 10 > self.limits.max_request_line:
+            raise _Refused(414, "url_too_long", "request line longer than the limit")
+        if http_version == "1.1" and self.host is None:
             raise _Refused(400, "bad_request", "HTTP/1.1 request without a Host header")
         url = self.url
         query_at = url.find(b"?")
@@ -438,7 +481,7 @@ class HttpProtocol(asyncio.Protocol):
             "server": self.server_address,
             "client": self.client_address,
             "scheme": dispatch.scheme,
-            "method": parser.get_method().decode("ascii"),
+            "method": method.decode("ascii"),
             "root_path": dispatch.script_name,
             "path": path,
             "raw_path": raw_path,
@@ -446,19 +489,19 @@ class HttpProtocol(asyncio.Protocol):
             "headers": self.headers,
             "state": self.server.state.copy(),
         }
-        self.target = url
         cycle = RequestCycle(self, scope, parser.should_keep_alive())
-        cycle.expect_continue = self.expect_continue
+        cycle.target = url
+        cycle.expect_continue = self.expect_continue and http_version != "1.0"
         self.cycle = cycle
-        if self.active is None:
-            self._start(cycle)
-        else:
-            self.pipeline.append(cycle)
+        self.pipeline.append(cycle)
+        if self.active is not None:
             self.pause_reading()
+        self.head_bytes = 0
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
         assert cycle is not None
+        cycle.body_received += len(body)
         if cycle.response_complete or cycle.disconnected:
             return
         cycle.body.append(body)
@@ -498,7 +541,7 @@ class HttpProtocol(asyncio.Protocol):
             server.access_log.write(
                 client=self.log_client,
                 method=scope["method"],
-                target=self.target.decode("latin-1"),
+                target=cycle.target.decode("latin-1"),
                 version=cycle.http_version,
                 status=cycle.status,
                 size=cycle.sent_body,
@@ -542,7 +585,22 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
 
     def _refuse(self, status: int, reason_code: str, message: str) -> None:
+        """Stop parsing; answer `status` once the requests before it are done.
+
+        A request whose framing the parser refused is never started, and one
+        already running while its body turned out malformed sees a
+        disconnect: in both cases the app gets no bytes past the error.
+        """
         self.error = (status, reason_code, message)
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None
+            if self.pipeline and self.pipeline[-1] is cycle:
+                self.pipeline.pop()
+            else:
+                cycle.disconnected = True
+                cycle.close_after = True
+                cycle.wake()
         if self.active is None and not self.pipeline:
             self._write_error()
 
@@ -550,7 +608,27 @@ class HttpProtocol(asyncio.Protocol):
         assert self.error is not None
         status, reason_code, message = self.error
         self.write(simple_response(status, message + "\n", reason_code=reason_code))
-        self.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an error answer without losing it to a reset.
+
+        Closing with unread input makes the kernel send a reset, which can
+        discard the answer before the client reads it; so the write side is
+        shut, what the client still sends is dropped (`error` is set, so
+        `data_received` ignores it), and the socket closes at EOF or after
+        `LINGER_SECONDS`.
+        """
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        self.resume_reading()
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            self.close()
+            return
+        self.loop.call_later(LINGER_SECONDS, self.close)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:

@@ -1,19 +1,18 @@
-"""Serving a WSGI app: an epoll set shared by a pool of threads.
+"""Serving a WSGI app: one epoll set, a leader thread, and threads in reserve.
 
 ```
- channel fd ─┐                       ┌─ thread 1: poll → recv → parse → app → send → re-arm
- client fds ─┼─ epoll (EPOLLONESHOT) ┼─ thread 2: ...
-             ┘                       └─ thread N
+ channel fd ─┐                ┌─ leader: poll → recv → parse → app → send → next ready fd
+ client fds ─┴─ epoll ────────┤
+                              ├─ stand-by: takes over when the leader is stuck in a request
+                              └─ followers: wait their turn (--threads in all)
 ```
 
-Every thread waits on the same epoll set, and the thread that is woken for a
-connection serves it start to finish: it reads, parses, runs the app and
-writes the response, then re-arms the connection in the kernel. No request is
-passed from an I/O thread to an app thread, so there is no hand-off per
-request. `EPOLLONESHOT` guarantees one thread per connection at a time, which
-keeps pipelined requests in order. The channel is armed the same way, so pings
-are answered by the threads that serve requests: when they are all stuck, the
-master sees it.
+The thread that takes a ready connection from epoll serves it start to
+finish: it reads, parses, runs the app and writes the response. No request
+is passed from an I/O thread to an app thread, so a fast request costs no
+thread hand-off; a slow one lets a waiting thread take over (see
+`WSGIServer`). Pings on the channel are answered by the leader, so when every
+thread is stuck in the app, the master sees it.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -46,7 +46,12 @@ DISCARD_LIMIT = 1 << 20
 beyond that it closes the connection instead."""
 SWEEP_INTERVAL = 1.0
 
-_ARMED = select.EPOLLIN | select.EPOLLONESHOT | select.EPOLLRDHUP
+_READABLE = select.EPOLLIN
+TAKEOVER_AFTER = 0.005
+"""Seconds the leader may spend in one request before the stand-by thread
+takes over the other connections."""
+CLOSED_BATCH = 64
+"""Closed connections reported to the master in one message, at most."""
 _SERVER = b"server: poolwarden\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -428,6 +433,7 @@ class Connection:
         "busy",
         "client",
         "conn_id",
+        "disabled",
         "dispatch",
         "fd",
         "last_active",
@@ -446,7 +452,8 @@ class Connection:
         self.client = f"{dispatch.peer_host}:{dispatch.peer_port}".encode("latin-1")
         self.parser = RequestParser(server.limits)
         self.pending = dispatch.buffered
-        self.busy = True
+        self.busy = False
+        self.disabled = False
         self.last_active = time.monotonic()
 
     def fill(self, request: Request) -> None:
@@ -482,7 +489,7 @@ class Connection:
                 try:
                     data = self.sock.recv(READ_SIZE)
                 except BlockingIOError:
-                    server.rearm(self)
+                    server.release(self)
                     return
                 if not data:
                     server.close(self)
@@ -503,8 +510,7 @@ class Connection:
                 )
                 server.close(self, linger=True)
                 return
-            self.last_active = time.monotonic()
-            server.rearm(self)
+            server.release(self)
         except OSError:
             server.close(self)
         except Exception:
@@ -682,7 +688,22 @@ class Connection:
 
 
 class WSGIServer:
-    """The connections of one worker and the threads that serve them."""
+    """The connections of one worker and the threads that serve them.
+
+    Scheduling is "leader and stand-by": one thread, the leader, waits on
+    epoll and serves every ready connection itself, in the order epoll gives
+    them. One other thread, the stand-by, wakes every `TAKEOVER_AFTER`
+    seconds; when it finds the leader stuck in one request for longer than
+    that, it takes over the remaining ready connections and the epoll wait,
+    and wakes a new stand-by. The old leader finishes its request and becomes
+    a follower. So fast requests run with no thread hand-off at all, and a
+    slow request delays the others by at most `TAKEOVER_AFTER`; at most
+    `threads` requests run in the app at once.
+
+    Connections are registered level-triggered. The one connection a leader
+    is serving when it is overtaken is disabled in epoll, so the new leader
+    does not see it, and re-enabled by the thread that finishes it.
+    """
 
     def __init__(
         self,
@@ -695,6 +716,7 @@ class WSGIServer:
         self.app = app
         self.boot = boot
         self.channel = channel
+        self.channel_fd = channel.fileno()
         self.scoreboard = scoreboard
         self.access_log = access_log
         self.threads = max(1, boot.threads)
@@ -703,15 +725,21 @@ class WSGIServer:
         self.keepalive_timeout = boot.keepalive_timeout
         self.epoll = select.epoll()
         self.lock = threading.Lock()
+        self.wakeup = threading.Condition(self.lock)
         self.connections: dict[int, Connection] = {}
+        self.ready: deque[int] = deque()
         self.draining = False
         self.stopped = threading.Event()
+        self.leader: int | None = None
+        self.standby: int | None = None
+        self.leader_busy_since = 0.0
+        self.leader_connection: Connection | None = None
+        self.closed_ids: list[int] = []
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
-        self._channel_lock = threading.Lock()
-        self.epoll.register(channel.fileno(), _ARMED)
+        self.epoll.register(self.channel_fd, select.EPOLLIN)
 
     def serve(self) -> None:
-        """Run the thread pool until drained or the master is gone."""
+        """Run the threads until drained or the master is gone."""
         workers = [
             threading.Thread(
                 target=self._run, args=(index,), name=f"poolwarden-wsgi-{index}", daemon=True
@@ -721,71 +749,130 @@ class WSGIServer:
         for thread in workers:
             thread.start()
         self.stopped.wait()
+        with self.wakeup:
+            self.wakeup.notify_all()
         deadline = time.monotonic() + 5.0
         for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    # roles
+
     def _run(self, index: int) -> None:
         slot = self.scoreboard.writer(index)
-        channel_fd = self.channel.fileno()
-        poll = self.epoll.poll
-        connections = self.connections
-        lock = self.lock
         while not self.stopped.is_set():
-            events = poll(SWEEP_INTERVAL, 1)
-            if events:
-                fd = events[0][0]
-                if fd == channel_fd:
-                    self._on_channel(slot)
-                else:
-                    with lock:
-                        connection = connections.get(fd)
-                        if connection is None or connection.busy:
-                            connection = None
-                        else:
-                            connection.busy = True
-                    if connection is not None:
-                        connection.serve(slot)
-            if time.monotonic() >= self._next_sweep:
-                self._sweep()
+            if self._await_leadership(index):
+                self._lead(index, slot)
 
-    def _on_channel(self, slot: SlotWriter) -> None:
-        """Take every message waiting on the channel, then re-arm it."""
-        arrived: list[Connection] = []
-        with self._channel_lock:
-            while True:
-                try:
-                    payload, fd = ch.receive(self.channel, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    payload = b""
-                if not payload:
-                    self._master_gone()
+    def _await_leadership(self, index: int) -> bool:
+        """Wait as stand-by or follower; True once this thread leads."""
+        with self.wakeup:
+            while not self.stopped.is_set():
+                if self.leader is None:
+                    self.leader = index
+                    if self.standby == index:
+                        self.standby = None
+                    self.wakeup.notify()
+                    return True
+                if self.standby is None:
+                    self.standby = index
+                if self.standby != index:
+                    self.wakeup.wait()
+                    continue
+                self.wakeup.wait(TAKEOVER_AFTER)
+                busy_since = self.leader_busy_since
+                if busy_since and time.monotonic() - busy_since >= TAKEOVER_AFTER:
+                    self._take_over(index)
+                    return True
+            return False
+
+    def _take_over(self, index: int) -> None:
+        """(Lock held.) Become leader while the old one is stuck in a request."""
+        stuck = self.leader_connection
+        if stuck is not None and not stuck.disabled:
+            stuck.disabled = True
+            try:
+                self.epoll.modify(stuck.fd, 0)
+            except OSError:
+                pass
+        self.leader = index
+        self.standby = None
+        self.leader_busy_since = 0.0
+        self.leader_connection = None
+        self.wakeup.notify()
+
+    def _lead(self, index: int, slot: SlotWriter) -> None:
+        """Serve ready connections until overtaken or stopped."""
+        ready = self.ready
+        connections = self.connections
+        poll = self.epoll.poll
+        channel_fd = self.channel_fd
+        lock = self.lock
+        while True:
+            if not ready:
+                if self.closed_ids:
+                    self._flush_closed()
+                if time.monotonic() >= self._next_sweep:
+                    self._sweep()
+                if self.stopped.is_set():
+                    with lock:
+                        self.leader = None
                     return
-                message = ch.decode_to_worker(payload)
-                if type(message) is ch.Dispatch:
-                    assert fd is not None
-                    sock = socket.socket(fileno=fd)
-                    sock.setblocking(False)
-                    connection = Connection(self, sock, message)
-                    with self.lock:
-                        self.connections[connection.fd] = connection
-                    arrived.append(connection)
-                elif type(message) is ch.Ping:
-                    self.send(ch.Pong(message.seq))
-                elif type(message) is ch.Drain:
-                    self.drain()
-            if not self.stopped.is_set():
-                self.epoll.modify(self.channel.fileno(), _ARMED)
-        # Registered now and served here: the head is already in hand.
-        for position, connection in enumerate(arrived):
-            self.epoll.register(connection.fd, 0)
-            if position == len(arrived) - 1:
-                connection.serve(slot)
-            else:
-                connection.busy = False
-                self.epoll.modify(connection.fd, _ARMED)
+                try:
+                    events = poll(SWEEP_INTERVAL, 256)
+                except InterruptedError:
+                    continue
+                with lock:
+                    if self.leader != index:
+                        ready.extend(fd for fd, _ in events)
+                        return
+                ready.extend(fd for fd, _ in events)
+                continue
+            fd = ready.popleft()
+            if fd == channel_fd:
+                self._on_channel()
+                continue
+            connection = connections.get(fd)
+            if connection is None or connection.busy:
+                continue
+            connection.busy = True
+            self.leader_connection = connection
+            self.leader_busy_since = time.monotonic()
+            connection.serve(slot)
+            with lock:
+                if self.leader != index:
+                    return
+                self.leader_busy_since = 0.0
+                self.leader_connection = None
+
+    # connections
+
+    def _on_channel(self) -> None:
+        """Take every message waiting on the channel."""
+        while True:
+            try:
+                payload, fd = ch.receive(self.channel, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                payload = b""
+            if not payload:
+                self._master_gone()
+                return
+            message = ch.decode_to_worker(payload)
+            if type(message) is ch.Dispatch:
+                assert fd is not None
+                sock = socket.socket(fileno=fd)
+                sock.setblocking(False)
+                connection = Connection(self, sock, message)
+                with self.lock:
+                    self.connections[connection.fd] = connection
+                self.epoll.register(connection.fd, _READABLE)
+                # Its head is already in hand: serve it next.
+                self.ready.appendleft(connection.fd)
+            elif type(message) is ch.Ping:
+                self.send(ch.Pong(message.seq))
+            elif type(message) is ch.Drain:
+                self.drain()
 
     def send(self, message: ch.ToMaster) -> None:
         try:
@@ -793,13 +880,17 @@ class WSGIServer:
         except OSError:
             self._master_gone()
 
-    def rearm(self, connection: Connection) -> None:
-        with self.lock:
-            connection.busy = False
+    def release(self, connection: Connection) -> None:
+        """A thread is done serving `connection` for now; it stays open."""
         if self.draining:
             self.close(connection)
             return
-        self.epoll.modify(connection.fd, _ARMED)
+        connection.last_active = time.monotonic()
+        with self.lock:
+            connection.busy = False
+            if connection.disabled:
+                connection.disabled = False
+                self.epoll.modify(connection.fd, _READABLE)
 
     def close(self, connection: Connection, *, linger: bool = False) -> None:
         with self.lock:
@@ -807,6 +898,7 @@ class WSGIServer:
                 return
             del self.connections[connection.fd]
             empty = not self.connections
+            self.closed_ids.append(connection.conn_id)
         try:
             self.epoll.unregister(connection.fd)
         except OSError:
@@ -817,9 +909,18 @@ class WSGIServer:
         except OSError:
             pass
         sock.close()
-        self.send(ch.Closed([connection.conn_id]))
+        if len(self.closed_ids) >= CLOSED_BATCH or self.leader_connection is not connection:
+            self._flush_closed()
         if empty and self.draining:
+            self._flush_closed()
             self.stopped.set()
+
+    def _flush_closed(self) -> None:
+        """Tell the master which connections it may drop, in one message."""
+        with self.lock:
+            ids, self.closed_ids = self.closed_ids, []
+        if ids:
+            self.send(ch.Closed(ids))
 
     def _sweep(self) -> None:
         """Close idle keep-alive connections (and all idle ones when draining)."""
@@ -844,6 +945,7 @@ class WSGIServer:
                     pass
             self.close(connection)
         if idle_and_draining:
+            self._flush_closed()
             self.stopped.set()
 
     def drain(self) -> None:
