@@ -41,8 +41,10 @@ class Phase(enum.IntEnum):
 
 _SEQ_MASK = 0xFFFFFFFF
 """The counter wraps; at 20k requests a second on one slot, 2**32 comes in hours."""
-# phase, status, conn_id, started (unix time), served, method, path, client
-_BODY = struct.Struct("<BxHQdQ12s200s52s")
+# phase, status, served, conn_id, started (unix time), method, path, client.
+# The first two words (phase and status; served) are each one aligned 4-byte
+# store, so `responding` and `end` change them without the seqlock.
+_BODY = struct.Struct("<BxHIQd12s200s52s")
 SLOT_SIZE = 4 + 4 + _BODY.size  # seq, padding for alignment, body
 assert SLOT_SIZE % 4 == 0, "every slot's counter must be 4-byte aligned"
 _HEADER = struct.Struct("<IIQ")  # magic, slot count, pid
@@ -118,7 +120,7 @@ class Scoreboard:
         offset = HEADER_SIZE + index * SLOT_SIZE
         start, end = offset + 8, offset + SLOT_SIZE
         raw = self._map[start:end] if final else self._consistent_copy(offset >> 2, start, end)
-        phase, status, conn_id, started, served, method, path, client = _BODY.unpack(raw)
+        phase, status, served, conn_id, started, method, path, client = _BODY.unpack(raw)
         return SlotView(
             index=index,
             phase=Phase(phase),
@@ -215,9 +217,9 @@ class SlotWriter:
             self._offset + 8,
             phase,
             status,
+            self._served,
             self._conn_id,
             self._started,
-            self._served,
             self._method,
             self._path,
             self._client,
@@ -237,10 +239,11 @@ class SlotWriter:
         self._write(Phase.APP, 0)
 
     def responding(self, status: int) -> None:
-        """The first response byte is about to be sent."""
-        self._write(Phase.RESPONDING, status)
+        """The first response byte is about to be sent (one atomic store)."""
+        self._seqs[self._seq_index + 2] = Phase.RESPONDING | (status << 16)
 
     def end(self) -> None:
-        """The request is done, answered or not."""
-        self._served += 1
-        self._write(Phase.IDLE, 0)
+        """The request is done, answered or not (two atomic stores)."""
+        self._served = served = (self._served + 1) & _SEQ_MASK
+        self._seqs[self._seq_index + 3] = served
+        self._seqs[self._seq_index + 2] = Phase.IDLE

@@ -86,7 +86,13 @@ def _wait(sock: socket.socket, events: int, timeout: float) -> None:
 
 def send_all(sock: socket.socket, data: bytes | memoryview) -> None:
     """Send everything on a non-blocking socket, waiting only when it is full."""
-    view = memoryview(data)
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
     while view:
         try:
             sent = sock.send(view)
@@ -94,6 +100,51 @@ def send_all(sock: socket.socket, data: bytes | memoryview) -> None:
             _wait(sock, select.POLLOUT, BODY_TIMEOUT)
             continue
         view = view[sent:]
+
+
+def environ_key(name: bytes) -> str | None:
+    """The environ key for a request header, or None to drop it.
+
+    Headers with an underscore are dropped, as nginx and gunicorn drop them:
+    `X_Forwarded_For` would land on the same key as `X-Forwarded-For`, which
+    a proxy in front may be vouching for.
+    """
+    text = name.decode("latin-1")
+    if "_" in text:
+        return None
+    key = text.upper().replace("-", "_")
+    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        return key
+    key = "HTTP_" + key
+    if len(_ENVIRON_KEYS) < 1024:
+        _ENVIRON_KEYS[name] = key
+    return key
+
+
+_ENVIRON_KEYS: dict[bytes, str] = {}
+"""Header name → environ key, for the names seen so far (bounded)."""
+
+
+class _EmptyInput:
+    """`wsgi.input` of a request without a body: shared, nothing to read."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> _EmptyInput:
+        return self
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+
+_NO_BODY = _EmptyInput()
 
 
 class FileWrapper:
@@ -430,6 +481,7 @@ class Connection:
     """One client connection dispatched to this worker."""
 
     __slots__ = (
+        "base_environ",
         "busy",
         "client",
         "conn_id",
@@ -455,6 +507,23 @@ class Connection:
         self.busy = False
         self.disabled = False
         self.last_active = time.monotonic()
+        # What every request on this connection shares, copied per request.
+        self.base_environ: dict[str, Any] = {
+            "SCRIPT_NAME": dispatch.script_name,
+            "SERVER_NAME": dispatch.server_host,
+            "SERVER_PORT": str(dispatch.server_port),
+            "REMOTE_ADDR": dispatch.peer_host,
+            "REMOTE_PORT": str(dispatch.peer_port),
+            "SERVER_SOFTWARE": "poolwarden",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": dispatch.scheme,
+            "wsgi.input_terminated": True,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": server.threads > 1,
+            "wsgi.multiprocess": server.multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
 
     def fill(self, request: Request) -> None:
         """Read more of `request`'s body from the socket (the app asked)."""
@@ -518,7 +587,6 @@ class Connection:
             server.close(self)
 
     def environ(self, request: Request) -> dict[str, Any]:
-        dispatch = self.dispatch
         url = request.url
         query_at = url.find(b"?")
         if query_at >= 0:
@@ -538,46 +606,27 @@ class Connection:
             if b"%" in raw_path
             else raw_path.decode("latin-1")
         )
-        script_name = dispatch.script_name
+        script_name = self.dispatch.script_name
         if script_name and path.startswith(script_name):
             rest = path[len(script_name) :]
             if not rest or rest[0] == "/":  # "/app" is not a prefix of "/apple"
                 path = rest
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": request.method.decode("latin-1"),
-            "SCRIPT_NAME": script_name,
-            "PATH_INFO": path,
-            "QUERY_STRING": query.decode("latin-1"),
-            "RAW_URI": url.decode("latin-1"),
-            "SERVER_NAME": dispatch.server_host,
-            "SERVER_PORT": str(dispatch.server_port),
-            "SERVER_PROTOCOL": "HTTP/" + request.http_version,
-            "REMOTE_ADDR": dispatch.peer_host,
-            "REMOTE_PORT": str(dispatch.peer_port),
-            "SERVER_SOFTWARE": "poolwarden",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": dispatch.scheme,
-            "wsgi.input": WSGIInput(self, request),
-            "wsgi.input_terminated": True,
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": self.server.threads > 1,
-            "wsgi.multiprocess": self.server.multiprocess,
-            "wsgi.run_once": False,
-            "wsgi.file_wrapper": FileWrapper,
-        }
+        environ = self.base_environ.copy()
+        environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = query.decode("latin-1")
+        environ["RAW_URI"] = url.decode("latin-1")
+        environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
+        environ["wsgi.input"] = (
+            _NO_BODY if request.complete and not request.body else WSGIInput(self, request)
+        )
         for name, value in request.headers:
-            key = name.decode("latin-1")
-            if "_" in key:
-                # X_Forwarded_For would land on the same key as
-                # X-Forwarded-For, which a proxy in front may be vouching
-                # for; dropped as nginx and gunicorn drop them.
-                continue
-            key = key.upper().replace("-", "_")
+            key = _ENVIRON_KEYS.get(name)
+            if key is None:
+                key = environ_key(name)
+                if key is None:
+                    continue
             text = value.decode("latin-1")
-            if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-                environ[key] = text
-                continue
-            key = "HTTP_" + key
             if key in environ:
                 environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + text
             else:
@@ -840,6 +889,12 @@ class WSGIServer:
             connection.serve(slot)
             with lock:
                 if self.leader != index:
+                    # Overtaken while serving: the new leader disabled this
+                    # connection in epoll; it may listen again now.
+                    if connection.disabled:
+                        connection.disabled = False
+                        if connections.get(fd) is connection:
+                            self.epoll.modify(fd, _READABLE)
                     return
                 self.leader_busy_since = 0.0
                 self.leader_connection = None
@@ -886,11 +941,7 @@ class WSGIServer:
             self.close(connection)
             return
         connection.last_active = time.monotonic()
-        with self.lock:
-            connection.busy = False
-            if connection.disabled:
-                connection.disabled = False
-                self.epoll.modify(connection.fd, _READABLE)
+        connection.busy = False
 
     def close(self, connection: Connection, *, linger: bool = False) -> None:
         with self.lock:
