@@ -49,7 +49,8 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    path = scope["path"]
+    # `path` includes the mount path (`root_path`) where the app is mounted.
+    path = scope["path"][len(scope["root_path"]) :] or "/"
     if path == "/":
         text = f"poolwarden demo: ASGI app in worker {os.getpid()}\ntry /scope, /echo, /stream, /slow?seconds=3\n"
         await _respond(send, text.encode())
