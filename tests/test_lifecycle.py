@@ -359,7 +359,7 @@ def test_a_worker_that_cannot_be_spawned_fails_fast(
         f"poolwarden: cannot start app '{APP}' (spawn failed): FileNotFoundError: "
         f"cannot start a worker process: [Errno 2] No such file or directory: '{python}'\n"
     ) in capfd.readouterr().err
-    assert master.pools[0].workers == []
+    assert master.pools["default"].workers == []
 
 
 def test_serve_mode_answers_503_while_the_app_cannot_start(start_server: ServerFactory) -> None:

@@ -96,6 +96,8 @@ class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
     scheme: str
     script_name: str
     buffered: bytes
+    site: str = ""
+    """The site the request was routed to, for logs."""
 
 
 class Ping(msgspec.Struct, tag="ping", frozen=True, array_like=True):

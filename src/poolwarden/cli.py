@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -114,6 +115,13 @@ def main() -> None:
     help="Seconds a client has to send a request head (else 408).",
 )
 @click.option(
+    "--startup-time-limit",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a worker has to load the app before it is killed (0: no limit).",
+)
+@click.option(
     "--shutdown-time-limit",
     default=90.0,
     show_default=True,
@@ -144,6 +152,7 @@ def run(
     on_startup_failure: str,
     keepalive_timeout: float,
     head_timeout: float,
+    startup_time_limit: float,
     shutdown_time_limit: float,
     backlog: int,
     queue_length: int,
@@ -170,10 +179,66 @@ def run(
         queue_length=queue_length,
         keepalive_timeout=keepalive_timeout,
         shutdown_time_limit=shutdown_time_limit,
+        startup_time_limit=startup_time_limit,
         access_log=access_log,
         access_log_format=access_log_format,  # type: ignore[arg-type]
     )
     sys.exit(Master(server, [pool]).run())
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar="POOLWARDEN_CONFIG",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The configuration file (TOML); also $POOLWARDEN_CONFIG.",
+)
+@click.option(
+    "--state-dir",
+    default=None,
+    help="Overrides the file's server.state_dir.",
+)
+@click.option(
+    "--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Overrides server.log_level."
+)
+def serve(config_path: str, state_dir: str | None, log_level: str | None) -> None:
+    """Serve the sites and pools of a configuration file."""
+    import msgspec
+
+    from poolwarden.config import ConfigError, format_issues, load_config
+    from poolwarden.master.server import Master
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        click.echo(f"poolwarden: {config_path} is not a valid configuration:", err=True)
+        click.echo(format_issues(error.errors), err=True)
+        sys.exit(1)
+    server = config.server_settings()
+    if state_dir is not None:
+        server = msgspec.structs.replace(server, state_dir=state_dir)
+    if log_level is not None:
+        server = msgspec.structs.replace(server, log_level=log_level)
+    configure_logging(server.log_level)
+    for warning in config.warnings:
+        logging.getLogger("poolwarden").warning("%s: %s", warning.path, warning.message)
+    pools = [config.pool_settings(name) for name in config.pools]
+    master = Master(server, pools, config=config, config_path=os.path.abspath(config_path))
+    sys.exit(master.run())
+
+
+def _register_admin_commands() -> None:
+    try:
+        from poolwarden.admin_cli import register
+    except ImportError:  # TEMPORARY until the admin CLI lands
+        return
+    register(main)
+
+
+_register_admin_commands()
 
 
 if __name__ == "__main__":

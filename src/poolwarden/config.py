@@ -359,8 +359,11 @@ class Config:
             queue_length=pool.queue_length,
             keepalive_timeout=pool.keepalive_timeout,
             shutdown_time_limit=pool.process_model.shutdown_time_limit,
+            startup_time_limit=pool.process_model.startup_time_limit,
             access_log=pool.access_log,
             access_log_format=pool.access_log_format,
+            start_mode=pool.start_mode,
+            auto_start=pool.auto_start,
         )
 
     def server_settings(self) -> ServerSettings:
@@ -382,6 +385,10 @@ class Config:
             backlog=server.backlog,
             on_startup_failure="serve",
             log_level=server.log_level,
+            dev_mode=server.dev_mode,
+            front_end_log=server.front_end_log,
+            front_end_log_max_size=server.front_end_log_max_size,
+            front_end_log_backups=server.front_end_log_backups,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -169,6 +169,12 @@ class Scoreboard:
         """Slots with a request in flight."""
         return [slot for slot in self.read_all(final=final) if slot.phase != Phase.IDLE]
 
+    def busy_count(self) -> int:
+        """How many slots have a request in flight: one C-level pass over
+        every slot's phase byte, cheap enough for each dispatch."""
+        phases = self._map[HEADER_SIZE + 8 : size_for(self.slots) : SLOT_SIZE]
+        return len(phases) - phases.count(0)
+
     def served(self) -> int:
         return sum(slot.served for slot in self.read_all())
 

@@ -17,6 +17,7 @@ from poolwarden.http.limits import HeadLimits
 Interface = Literal["auto", "wsgi", "asgi"]
 AccessLogFormat = Literal["combined", "json"]
 StartupFailureAction = Literal["exit", "serve"]
+StartMode = Literal["on_demand", "always_running"]
 
 DEFAULT_STATE_DIR = ".poolwarden"
 
@@ -44,12 +45,21 @@ class PoolSettings(msgspec.Struct, frozen=True):
     keepalive_timeout: float = 75.0
     """Idle keep-alive seconds; longer than common balancers' 60 s, so the
     server never closes a connection a balancer is about to reuse."""
+    startup_time_limit: float = 90.0
+    """Seconds a worker has to load the app and report Ready, else it is
+    killed and counts as a start-up failure; IIS's startupTimeLimit."""
     shutdown_time_limit: float = 90.0
     """Seconds a draining worker gets before it is killed; IIS's default."""
     access_log: bool = True
     access_log_format: AccessLogFormat = "combined"
     scoreboard_slots: int = 256
     """Concurrent requests one ASGI worker records in the scoreboard."""
+    start_mode: StartMode = "always_running"
+    """`on_demand` (IIS's default for configured pools): the first request
+    starts a worker. `poolwarden run` starts its workers at once."""
+    auto_start: bool = True
+    """Started with the server; `false` leaves the pool stopped until
+    `poolwarden pool start`."""
 
 
 class ServerSettings(msgspec.Struct, frozen=True):
@@ -64,3 +74,9 @@ class ServerSettings(msgspec.Struct, frozen=True):
     """`exit`: fail fast when the app cannot start before anything was served
     (a terminal, a container's restart policy); `serve`: keep answering 503."""
     log_level: str = "info"
+    dev_mode: bool = False
+    front_end_log: bool = True
+    """Every request the front end answers itself, as a line in
+    `STATE_DIR/frontend.log` (IIS's HTTPERR log)."""
+    front_end_log_max_size: int = 10 * 1024 * 1024
+    front_end_log_backups: int = 5

@@ -30,6 +30,7 @@ from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
 from poolwarden.master.binding import Listener
+from poolwarden.master.frontend_log import FrontEndLog
 
 log = logging.getLogger("poolwarden.frontend")
 
@@ -41,13 +42,17 @@ ACCEPT_BATCH = 64
 class Route:
     """Where a request goes: a pool's dispatch, and the app's mount path."""
 
-    __slots__ = ("dispatch", "script_name")
+    __slots__ = ("dispatch", "script_name", "site")
 
     def __init__(
-        self, dispatch: Callable[[socket.socket, ch.Dispatch], None], script_name: str
+        self,
+        dispatch: Callable[[socket.socket, ch.Dispatch], None],
+        script_name: str,
+        site: str = "",
     ) -> None:
         self.dispatch = dispatch
         self.script_name = script_name
+        self.site = site
 
 
 Router = Callable[[Listener, RequestHead], Route | None]
@@ -73,11 +78,13 @@ class FrontEnd:
         listeners: list[Listener],
         limits: HeadLimits,
         router: Router,
+        frontend_log: FrontEndLog | None = None,
     ) -> None:
         self.loop = loop
         self.listeners = listeners
         self.limits = limits
         self.router = router
+        self.frontend_log = frontend_log
         self.pending: dict[int, PendingHead] = {}
         self.answered = 0
         self._conn_ids = itertools.count(1)
@@ -85,6 +92,16 @@ class FrontEnd:
     def start(self) -> None:
         for listener in self.listeners:
             self.loop.add_reader(listener.sock.fileno(), self._on_accept, listener)
+
+    def add_listener(self, listener: Listener) -> None:
+        """A reload added a binding."""
+        self.listeners.append(listener)
+        self.loop.add_reader(listener.sock.fileno(), self._on_accept, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """A reload removed a binding; its caller closes the socket."""
+        self.loop.remove_reader(listener.sock.fileno())
+        self.listeners.remove(listener)
 
     def stop_accepting(self) -> None:
         for listener in self.listeners:
@@ -164,8 +181,26 @@ class FrontEnd:
         self.pending.pop(fd, None)
         self._answer(pending, 408, "head_timeout", "the request head did not arrive in time.")
 
-    def _answer(self, pending: PendingHead, status: int, reason: str, message: str) -> None:
+    def _answer(
+        self,
+        pending: PendingHead,
+        status: int,
+        reason: str,
+        message: str,
+        head: RequestHead | None = None,
+    ) -> None:
         self.answered += 1
+        if self.frontend_log is not None:
+            self.frontend_log.write(
+                client=pending.peer,
+                site="",
+                host=head.host if head else "",
+                method=head.method if head else "",
+                path=head.path.decode("latin-1") if head else "",
+                status=status,
+                reason=reason,
+                pool="",
+            )
         log.info(
             "%s %s:%s %s %s (%s)",
             pending.listener.text,
@@ -182,7 +217,7 @@ class FrontEnd:
         listener = pending.listener
         route = self.router(listener, head)
         if route is None:
-            self._answer(pending, 404, "no_application", "no application is configured here.")
+            self._answer(pending, 404, "no_application", "no application is configured here.", head)
             return
         if listener.wildcard:
             server_host, server_port = pending.sock.getsockname()[:2]
@@ -199,5 +234,6 @@ class FrontEnd:
                 scheme="http",
                 script_name=route.script_name,
                 buffered=pending.buffer,
+                site=route.site,
             ),
         )

@@ -1,11 +1,30 @@
 """An application pool: its workers, its queue, and where a connection goes.
 
-A connection routed to the pool goes to the least busy Ready worker; while no
-worker is Ready it waits in the pool's bounded queue (IIS's per-pool
-`queueLength`), and past the bound it is answered `503 queue_full`. A worker
-that ends unexpectedly is replaced; one that fails at start-up is replaced
-after a back-off (immediately, then 1 s doubling to 30 s, as systemd and PM2
-do), and while no worker can start, requests get `503 startup_failed`.
+A connection routed to the pool goes to the Ready worker with the fewest
+requests in flight (read from the scoreboard); while no worker is Ready it
+waits in the pool's bounded queue (IIS's per-pool `queueLength`), and past
+the bound it is answered `503 queue_full`. An on-demand pool starts its
+first worker when the first request arrives, and grows up to
+`processes` (IIS's maxProcesses) while every worker is busy.
+
+A worker that ends unexpectedly is replaced; one that fails at start-up (or
+is not Ready within the start-up time limit) is replaced after a back-off
+(immediately, then 1 s doubling to 30 s, as systemd and PM2 do), and while
+no worker can start, requests get `503 startup_failed` (or
+`startup_timeout`).
+
+States:
+
+```
+ started ──stop──▶ stopping ──last worker gone──▶ stopped ──start──▶ started
+    │  ▲                                                         (503 pool_stopped
+    ▼  │ a worker becomes Ready                                   while stopping/stopped)
+ startup_failed
+```
+
+A recycle is overlapped: replacements start first, and each old worker is
+drained only once a replacement is Ready, so no request waits and none
+fails; if a replacement cannot start, the old workers keep serving.
 """
 
 from __future__ import annotations
@@ -27,6 +46,8 @@ from poolwarden.settings import PoolSettings, ServerSettings
 
 log = logging.getLogger("poolwarden")
 
+QUEUE_RECHECK = 0.005
+"""Seconds between looks at a busy pool's workers while connections wait."""
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 
@@ -36,6 +57,15 @@ class PoolState(enum.Enum):
     STARTUP_FAILED = "startup_failed"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+
+class StopReason(enum.Enum):
+    ADMINISTRATOR = "administrator"
+    """`poolwarden pool stop`: requests get 503 pool_stopped."""
+    SHUTDOWN = "shutdown"
+    """The server is stopping: requests get 503 shutting_down."""
+    REMOVED = "removed"
+    """A reload removed the pool."""
 
 
 @dataclass(slots=True)
@@ -56,6 +86,7 @@ class Pool:
         access_log_fd: int,
         on_startup_failure: Callable[[Pool, ch.StartupFailure], None],
         on_stopped: Callable[[Pool], None],
+        on_refused: Callable[[ch.Dispatch, int, str, str], None] = lambda *args: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -63,7 +94,9 @@ class Pool:
         self.access_log_fd = access_log_fd
         self.on_startup_failure = on_startup_failure
         self.on_stopped = on_stopped
+        self.on_refused = on_refused
         self.state = PoolState.STARTED
+        self.stop_reason: StopReason | None = None
         self.workers: list[WorkerProcess] = []
         self.queue: deque[Waiting] = deque()
         self.dispatched = 0
@@ -72,7 +105,16 @@ class Pool:
         self.last_failure: ch.StartupFailure | None = None
         self._respawn_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._boot = ch.Boot(
+        self._recycling = False
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self.requests_served_by_gone_workers = 0
+        self.last_event: str | None = None
+        self._boot = self._make_boot(settings, server)
+        os.makedirs(os.path.join(server.state_dir, "crash"), exist_ok=True)
+
+    @staticmethod
+    def _make_boot(settings: PoolSettings, server: ServerSettings) -> ch.Boot:
+        return ch.Boot(
             pool=settings.name,
             app=settings.app,
             factory=settings.factory,
@@ -90,16 +132,115 @@ class Pool:
             multiprocess=settings.processes > 1,
             graceful_timeout=settings.shutdown_time_limit,
         )
-        os.makedirs(os.path.join(server.state_dir, "crash"), exist_ok=True)
 
     @property
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def serving_workers(self) -> list[WorkerProcess]:
+        """Workers that count as capacity: not exited, not being replaced."""
+        return [
+            worker
+            for worker in self.workers
+            if not worker.retiring and worker.state in (WorkerState.STARTING, WorkerState.READY)
+        ]
+
     def start(self) -> None:
-        """Start every worker now (an always-running pool)."""
-        for _ in range(self.settings.processes):
+        """Start the pool: an always-running pool starts its workers now."""
+        if not self.settings.auto_start and self.stop_reason is None and not self.workers:
+            # Configured not to start with the server: stopped until asked.
+            self.state = PoolState.STOPPED
+            self.stop_reason = StopReason.ADMINISTRATOR
+            return
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        if self.settings.start_mode == "always_running":
+            for _ in range(self.settings.processes - len(self.serving_workers)):
+                self._spawn()
+
+    def resume(self) -> None:
+        """`poolwarden pool start`: serve again after a stop."""
+        if self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+            return
+        if self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
+            raise ValueError(f"pool {self.name!r} is shutting down")
+        self.state = PoolState.STARTED
+        self.stop_reason = None
+        self.consecutive_failures = 0
+        if self._kill_timer:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+        self.last_event = "started by an administrator"
+        log.info("pool %s: started by an administrator", self.name)
+        self._start_workers()
+
+    def stop(self) -> None:
+        """`poolwarden pool stop`: drain the workers; requests get 503 pool_stopped."""
+        if self.state in (PoolState.STOPPING, PoolState.STOPPED):
+            return
+        self.last_event = "stopped by an administrator"
+        log.info("pool %s: stopped by an administrator", self.name)
+        self.drain(self.settings.shutdown_time_limit, StopReason.ADMINISTRATOR)
+
+    def recycle(self, reason: str = "requested by an administrator") -> None:
+        """Replace every worker with overlap: new ones first, old ones drained
+        as each replacement becomes Ready."""
+        if self.state is not PoolState.STARTED:
+            raise ValueError(f"pool {self.name!r} is {self.state.value}, not started")
+        old = self.serving_workers
+        self.last_event = f"recycled ({reason})"
+        log.info("pool %s: recycling %d worker(s): %s", self.name, len(old), reason)
+        if not old:
+            return
+        self._recycling = True
+        for worker in old:
+            worker.retiring = True
+        for _ in old:
             self._spawn()
+
+    def update_settings(self, settings: PoolSettings) -> None:
+        """A reload changed the pool: new workers get the new settings, and
+        the running ones are recycled with overlap."""
+        self.settings = settings
+        self._boot = self._make_boot(settings, self.server)
+        if self.state is PoolState.STARTED:
+            self.recycle("its configuration changed")
+        elif self.state is PoolState.STARTUP_FAILED:
+            # The new settings may be the fix: try again now.
+            self.consecutive_failures = 0
+            self.state = PoolState.STARTED
+            self.last_event = "configuration changed"
+            self._start_workers()
+
+    def status(self) -> dict[str, object]:
+        """What `poolwarden pools` shows."""
+        state = self.state.value
+        reason: str | None = None
+        if self.state in (PoolState.STOPPING, PoolState.STOPPED) and self.stop_reason:
+            reason = self.stop_reason.value
+        elif self.state is PoolState.STARTUP_FAILED and self.last_failure is not None:
+            reason = self.last_failure.headline()
+        if (
+            self.state is PoolState.STARTED
+            and not any(worker.state is WorkerState.READY for worker in self.workers)
+            and self.workers
+        ):
+            state = "starting"
+        return {
+            "name": self.name,
+            "state": state,
+            "reason": reason,
+            "app": self.settings.app,
+            "workers": len([w for w in self.workers if w.state is not WorkerState.EXITED]),
+            "queue": len(self.queue),
+            "requests_served": self.requests_served_by_gone_workers
+            + sum(
+                worker.scoreboard.served() for worker in self.workers if worker.returncode is None
+            ),
+            "last_event": self.last_event,
+        }
 
     def _spawn(self) -> None:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED):
@@ -144,19 +285,54 @@ class Pool:
     # dispatch
 
     def dispatch(self, sock: socket.socket, message: ch.Dispatch) -> None:
-        worker = self._least_busy()
-        if worker is not None:
-            self.dispatched += 1
-            worker.dispatch(sock, message)
-            return
-        if self.state is PoolState.STARTUP_FAILED:
-            self._refuse(sock, "startup_failed")
-        elif self.state is not PoolState.STARTED:
-            self._refuse(sock, "shutting_down")
+        state = self.state
+        if (state is PoolState.STARTED or state is PoolState.STARTUP_FAILED) and not self.queue:
+            worker = self._least_busy()
+            if worker is not None and not self._at_capacity(worker):
+                self.dispatched += 1
+                worker.dispatch(sock, message)
+                if self.settings.processes > 1:
+                    self._grow_if_busy()
+                return
+            if worker is not None:
+                self._grow_if_busy()
+                state = PoolState.STARTED  # all busy: it waits in the queue
+        if state is PoolState.STARTUP_FAILED:
+            self._refuse(sock, message, self._failure_reason())
+        elif state is not PoolState.STARTED:
+            self._refuse(sock, message, self._stopped_reason())
         elif len(self.queue) >= self.settings.queue_length:
-            self._refuse(sock, "queue_full")
+            self._refuse(sock, message, "queue_full")
         else:
             self.queue.append(Waiting(sock, message))
+            serving = self.serving_workers
+            starting = any(worker.state is WorkerState.STARTING for worker in serving)
+            if not starting and len(serving) < self.settings.processes:
+                self._spawn()  # on demand: the first request starts a worker
+
+    def _grow_if_busy(self) -> None:
+        """A web garden grows on demand: another worker when every worker has
+        as many requests in flight as it has threads."""
+        serving = self.serving_workers
+        if len(serving) >= self.settings.processes:
+            return
+        if any(worker.state is WorkerState.STARTING for worker in serving):
+            return
+        capacity = self.settings.threads
+        if all(worker.busy_count() >= capacity for worker in serving):
+            log.info("pool %s: every worker is busy; starting another", self.name)
+            self._spawn()
+
+    def _failure_reason(self) -> str:
+        failure = self.last_failure
+        if failure is not None and failure.phase == "startup_timeout":
+            return "startup_timeout"
+        return "startup_failed"
+
+    def _stopped_reason(self) -> str:
+        if self.stop_reason is StopReason.ADMINISTRATOR:
+            return "pool_stopped"
+        return "shutting_down"
 
     def _least_busy(self) -> WorkerProcess | None:
         """The Ready worker with the fewest connections.
@@ -167,35 +343,65 @@ class Pool:
         """
         workers = self.workers
         count = len(workers)
+        if count == 1:
+            only = workers[0]
+            return only if only.state is WorkerState.READY else None
         if not count:
             return None
         self._turn = turn = (self._turn + 1) % count
         best = None
+        best_load = (0, 0)
+        fallback = None
         for step in range(count):
             worker = workers[(turn + step) % count]
-            if worker.state is WorkerState.READY and (best is None or worker.load < best.load):
-                best = worker
-        return best
+            if worker.state is not WorkerState.READY:
+                continue
+            if worker.retiring:
+                fallback = fallback or worker
+                continue
+            load = (worker.busy_count(), worker.load)
+            if best is None or load < best_load:
+                best, best_load = worker, load
+        return best or fallback
 
-    def _refuse(self, sock: socket.socket, reason: str) -> None:
+    def _refuse(self, sock: socket.socket, message: ch.Dispatch, reason: str) -> None:
         text = {
             "startup_failed": f"Service Unavailable: the app of pool {self.name!r} failed to start.",
+            "startup_timeout": f"Service Unavailable: the app of pool {self.name!r} did not "
+            "start within its start-up time limit.",
             "queue_full": f"Service Unavailable: the queue of pool {self.name!r} is full.",
+            "pool_stopped": f"Service Unavailable: pool {self.name!r} was stopped by an "
+            "administrator.",
             "shutting_down": "Service Unavailable: the server is shutting down.",
         }[reason]
-        if reason == "startup_failed" and self.last_failure is not None:
+        if reason.startswith("startup_") and self.last_failure is not None:
             text += f"\n{self.last_failure.headline()}"
-        retry = () if reason == "shutting_down" else (("Retry-After", "5"),)
+        retry = () if reason in ("shutting_down", "pool_stopped") else (("Retry-After", "5"),)
+        self.on_refused(message, 503, reason, self.name)
         answer_and_close(
             self.loop,
             sock,
             simple_response(503, text + "\n", reason_code=reason, extra_headers=retry),
         )
 
+    def _at_capacity(self, worker: WorkerProcess) -> bool:
+        """A WSGI worker whose every thread has a request: a new connection
+        waits in the pool's queue (IIS's HTTP.SYS queue) rather than in the
+        worker. An ASGI worker takes what comes."""
+        return worker.interface == "wsgi" and worker.busy_count() >= self.settings.threads
+
     def _flush_queue(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         while self.queue:
             worker = self._least_busy()
             if worker is None:
+                return
+            if self._at_capacity(worker):
+                # Workers do not report each finished request; look again
+                # shortly while connections wait.
+                self._flush_timer = self.loop.call_later(QUEUE_RECHECK, self._flush_queue)
                 return
             waiting = self.queue.popleft()
             self.dispatched += 1
@@ -203,7 +409,8 @@ class Pool:
 
     def _refuse_queue(self, reason: str) -> None:
         while self.queue:
-            self._refuse(self.queue.popleft().sock, reason)
+            waiting = self.queue.popleft()
+            self._refuse(waiting.sock, waiting.message, reason)
 
     # worker events
 
@@ -218,7 +425,19 @@ class Pool:
         self.consecutive_failures = 0
         if self.state is PoolState.STARTUP_FAILED:
             self.state = PoolState.STARTED
+        if not worker.retiring:
+            self._retire_one()
         self._flush_queue()
+
+    def _retire_one(self) -> None:
+        """A replacement is Ready: drain the oldest worker it replaces."""
+        for old in self.workers:
+            if old.retiring and old.state is WorkerState.READY:
+                log.info("pool %s: worker %d replaced; draining it", self.name, old.pid)
+                old.drain()
+                break
+        if not any(w.retiring and w.state is not WorkerState.EXITED for w in self.workers):
+            self._recycling = False
 
     def _worker_startup_failed(self, worker: WorkerProcess, failure: ch.StartupFailure) -> None:
         self.last_failure = failure
@@ -228,10 +447,13 @@ class Pool:
     def _worker_exited(self, worker: WorkerProcess) -> None:
         if worker in self.workers:
             self.workers.remove(worker)
+            self.requests_served_by_gone_workers += worker.served_at_exit
         stopping = self.state in (PoolState.STOPPING, PoolState.STOPPED)
         if worker.startup_failure is not None:
             pass  # logged when it arrived
-        elif stopping or worker.killed_by_master:
+        elif worker.timed_out:
+            self._timed_out(worker)
+        elif stopping or worker.killed_by_master or worker.retiring:
             log.debug("pool %s: worker %d %s", self.name, worker.pid, worker.exit_text)
         else:
             log.error(
@@ -245,15 +467,54 @@ class Pool:
             if not self.workers:
                 self._stopped()
             return
+        if worker.retiring:
+            return  # replaced: its successor is already there
         if not worker.ever_ready:
             self.consecutive_failures += 1
-            if not any(w.state is WorkerState.READY for w in self.workers):
+            if self._recycling:
+                self._abort_recycle(worker)
+            elif not any(w.state is WorkerState.READY for w in self.workers):
                 self.state = PoolState.STARTUP_FAILED
-                self._refuse_queue("startup_failed")
-            if worker.startup_failure is None and not worker.killed_by_master:
+                self._refuse_queue(self._failure_reason())
+            if (
+                worker.startup_failure is None
+                and not worker.killed_by_master
+                and not self._recycling
+            ):
                 # Last: failing fast stops the pool.
                 self._died_before_ready(worker)
+        if self._recycling:
+            return
         self._schedule_respawn()
+
+    def _timed_out(self, worker: WorkerProcess) -> None:
+        failure = ch.StartupFailure(
+            phase="startup_timeout",
+            app=self.settings.app,
+            exception_type="StartupTimeout",
+            message=f"the worker was not ready within the start-up time limit "
+            f"({self.settings.startup_time_limit:g}s)",
+        )
+        self.last_failure = failure
+        worker.startup_failure = failure
+        self.on_startup_failure(self, failure)
+
+    def _abort_recycle(self, failed: WorkerProcess) -> None:
+        """A replacement failed to start: the old workers keep serving."""
+        self._recycling = False
+        kept = 0
+        for worker in self.workers:
+            if worker.retiring and worker.state is WorkerState.READY:
+                worker.retiring = False
+                kept += 1
+        for worker in self.workers:
+            if worker.retiring is False and worker is not failed and not worker.ever_ready:
+                worker.kill()  # the other replacements would fail alike
+        reason = failed.startup_failure.headline() if failed.startup_failure else failed.exit_text
+        self.last_event = f"recycle aborted: a replacement failed to start ({reason})"
+        log.error(
+            "pool %s: recycle aborted, %d old worker(s) keep serving: %s", self.name, kept, reason
+        )
 
     def _died_before_ready(self, worker: WorkerProcess) -> None:
         """A worker that ended before Ready without saying why is a start-up
@@ -273,7 +534,7 @@ class Pool:
     def _schedule_respawn(self) -> None:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED) or self._respawn_timer:
             return
-        missing = self.settings.processes - len(self.workers)
+        missing = self._wanted() - len(self.serving_workers)
         if missing <= 0:
             return
         delay = 0.0
@@ -281,24 +542,37 @@ class Pool:
             delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.consecutive_failures - 2))
         self._respawn_timer = self.loop.call_later(delay, self._respawn)
 
+    def _wanted(self) -> int:
+        """Workers the pool should have: all of them when always running; on
+        demand, one while requests wait for it (more come by `_grow_if_busy`)."""
+        if self.settings.start_mode == "always_running":
+            return self.settings.processes
+        return 1 if self.queue else 0
+
     def _respawn(self) -> None:
         self._respawn_timer = None
-        for _ in range(self.settings.processes - len(self.workers)):
+        for _ in range(self._wanted() - len(self.serving_workers)):
             self._spawn()
 
     # shutdown
 
-    def drain(self, time_limit: float) -> None:
+    def drain(self, time_limit: float, reason: StopReason = StopReason.SHUTDOWN) -> None:
         """Stop taking work, let workers finish, kill them at the time limit."""
-        if self.state in (PoolState.STOPPING, PoolState.STOPPED):
+        if self.state is PoolState.STOPPED:
+            return
+        if self.state is PoolState.STOPPING and self.stop_reason is reason:
             return
         self.state = PoolState.STOPPING
+        self.stop_reason = reason
+        self._recycling = False
         if self._respawn_timer:
             self._respawn_timer.cancel()
             self._respawn_timer = None
-        self._refuse_queue("shutting_down")
+        self._refuse_queue(self._stopped_reason())
         for worker in list(self.workers):
             worker.drain()
+        if self._kill_timer:
+            self._kill_timer.cancel()
         self._kill_timer = self.loop.call_later(time_limit, self.kill)
         if not self.workers:
             self._stopped()
@@ -307,10 +581,12 @@ class Pool:
         """Stop at once: every worker gets SIGKILL."""
         if self.state is not PoolState.STOPPED:
             self.state = PoolState.STOPPING
+        if self.stop_reason is None:
+            self.stop_reason = StopReason.SHUTDOWN
         if self._respawn_timer:
             self._respawn_timer.cancel()
             self._respawn_timer = None
-        self._refuse_queue("shutting_down")
+        self._refuse_queue(self._stopped_reason())
         for worker in self.workers:
             # One that reported a start-up failure is on its way out anyway.
             if worker.state is not WorkerState.EXITED and worker.startup_failure is None:
@@ -322,6 +598,8 @@ class Pool:
     def _stopped(self) -> None:
         if self.state is PoolState.STOPPED:
             return
+        if self.state is not PoolState.STOPPING:
+            return  # started again while its last workers were draining
         self.state = PoolState.STOPPED
         if self._kill_timer:
             self._kill_timer.cancel()

@@ -2,12 +2,23 @@
 
 It opens the listeners first (a taken port fails before anything starts),
 starts the pools, and then only reacts: to connections, to worker messages
-and exits, and to signals. Signal handlers only record what was asked; the
-loop does the work.
+and exits, to the control API, and to signals. Signal handlers only record
+what was asked; the loop does the work.
+
+```
+ SIGTERM/SIGINT ─▶ shutdown    SIGHUP ─▶ reload the config file
+ control.sock ───▶ ControlTarget methods (pools, workers, requests, reload)
+ listeners ──────▶ FrontEnd ──route──▶ Pool ──▶ WorkerProcess
+```
 
 Shutdown: SIGTERM or SIGINT stops accepting, answers half-read heads, lets
 every worker finish what it is serving (up to the pool's shut-down time
 limit), then exits 0. A second SIGINT kills the workers and exits at once.
+
+Reload (SIGHUP or `poolwarden config reload`): an invalid file is refused
+with its errors and the running configuration stays. Otherwise new bindings
+open, new pools start, removed ones drain and stop, pools whose settings
+changed are recycled with overlap, and unchanged pools are not touched.
 """
 
 from __future__ import annotations
@@ -17,12 +28,21 @@ import logging
 import os
 import signal
 import sys
+import time
+from typing import Any
 
+import psutil
+
+from poolwarden import __version__
 from poolwarden import channel as ch
+from poolwarden.config import Config, ConfigError, diff_pools, format_issues, load_config
 from poolwarden.http.head import RequestHead
 from poolwarden.master.binding import BindError, Listener, close_listener, open_listener
 from poolwarden.master.frontend import FrontEnd, Route
-from poolwarden.master.pool import Pool
+from poolwarden.master.frontend_log import FrontEndLog
+from poolwarden.master.pool import Pool, PoolState, StopReason
+from poolwarden.routing import RoutingTable
+from poolwarden.scoreboard import Phase
 from poolwarden.settings import PoolSettings, ServerSettings
 
 log = logging.getLogger("poolwarden")
@@ -31,6 +51,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_APP_FAILED = 3
 """`poolwarden run` exits with this when the app cannot start (fail fast)."""
+
+CONTROL_SOCKET = "control.sock"
+FRONT_END_LOG = "frontend.log"
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -42,16 +65,34 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class Master:
-    """Runs one server: listeners, a front end, and its pools."""
+    """Runs one server: listeners, a front end, its pools, the control API.
 
-    def __init__(self, server: ServerSettings, pools: list[PoolSettings]) -> None:
+    With a `config` it routes by site and application; without one (`poolwarden
+    run`) every request goes to its single pool.
+    """
+
+    def __init__(
+        self,
+        server: ServerSettings,
+        pools: list[PoolSettings],
+        *,
+        config: Config | None = None,
+        config_path: str | None = None,
+    ) -> None:
         self.server = server
         self.pool_settings = pools
-        self.pools: list[Pool] = []
+        self.config = config
+        self.config_path = config_path
+        self.table: RoutingTable | None = config.routing_table() if config else None
+        self.pools: dict[str, Pool] = {}
         self.listeners: list[Listener] = []
         self.exit_code = EXIT_OK
         self.stopping = False
+        self.started_at = time.time()
         self._interrupts = 0
+        self._processes: dict[int, psutil.Process] = {}
+
+    # start and stop
 
     def run(self) -> int:
         try:
@@ -86,21 +127,22 @@ class Master:
         self.finished: asyncio.Future[None] = loop.create_future()
         # Workers write the access log straight to the master's stdout.
         self.access_log_fd = os.dup(sys.stdout.fileno())
+        self.frontend_log = FrontEndLog(
+            os.path.join(self.server.state_dir, FRONT_END_LOG)
+            if self.server.front_end_log
+            else None,
+            self.server.front_end_log_max_size,
+            self.server.front_end_log_backups,
+        )
         for settings in self.pool_settings:
-            self.pools.append(
-                Pool(
-                    loop,
-                    settings,
-                    self.server,
-                    access_log_fd=self.access_log_fd,
-                    on_startup_failure=self._on_startup_failure,
-                    on_stopped=self._on_pool_stopped,
-                )
-            )
-        self.frontend = FrontEnd(loop, self.listeners, self.server.head_limits, self._route)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.pools[settings.name] = self._new_pool(settings)
+        self.frontend = FrontEnd(
+            loop, self.listeners, self.server.head_limits, self._route, self.frontend_log
+        )
+        control = await self._start_control(loop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        for pool in self.pools:
+        for pool in list(self.pools.values()):
             pool.start()
         if not self.stopping:  # a pool that cannot spawn at all fails fast
             self.frontend.start()
@@ -109,22 +151,48 @@ class Master:
         try:
             await self.finished
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+            if control is not None:
+                control.close()
             os.close(self.access_log_fd)
+            self.frontend_log.close()
         return self.exit_code
 
-    def _route(self, listener: Listener, head: RequestHead) -> Route | None:
-        pool = self.pools[0]
-        return Route(pool.dispatch, "")
+    async def _start_control(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The control API on STATE_DIR/control.sock, when it can be had."""
+        try:
+            from poolwarden.master.control import start_control_server
+        except ImportError:  # pragma: no cover - the API is part of the package
+            return None
+        path = os.path.join(self.server.state_dir, CONTROL_SOCKET)
+        try:
+            return await start_control_server(loop, path, ControlAdapter(self))
+        except Exception as error:
+            log.error("control API not available at %s: %s", path, error)
+            return None
+
+    def _new_pool(self, settings: PoolSettings) -> Pool:
+        return Pool(
+            self.loop,
+            settings,
+            self.server,
+            access_log_fd=self.access_log_fd,
+            on_startup_failure=self._on_startup_failure,
+            on_stopped=self._on_pool_stopped,
+            on_refused=self.frontend_log.write_refused,
+        )
 
     def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.loop.create_task(self._reload_from_signal())
+            return
         if signum == signal.SIGINT:
             self._interrupts += 1
             if self._interrupts > 1:
                 log.warning("second interrupt: stopping at once")
                 self.exit_code = EXIT_ERROR
-                for pool in self.pools:
+                for pool in self.pools.values():
                     pool.kill()
                 return
         log.info("received %s: finishing the requests in flight", signal.Signals(signum).name)
@@ -133,7 +201,7 @@ class Master:
     def shutdown(self, *, kill: bool = False) -> None:
         if self.stopping:
             if kill:
-                for pool in self.pools:
+                for pool in self.pools.values():
                     pool.kill()
             return
         self.stopping = True
@@ -142,11 +210,12 @@ class Master:
         for listener in self.listeners:
             close_listener(listener)
         self.listeners = []
-        for pool in self.pools:
+        for pool in list(self.pools.values()):
             if kill:
                 pool.kill()
             else:
-                pool.drain(pool.settings.shutdown_time_limit)
+                pool.drain(pool.settings.shutdown_time_limit, StopReason.SHUTDOWN)
+        self._maybe_finished()
 
     def _on_startup_failure(self, pool: Pool, failure: ch.StartupFailure) -> None:
         if self.server.on_startup_failure == "exit" and pool.dispatched == 0 and not self.stopping:
@@ -158,5 +227,258 @@ class Master:
             self.shutdown(kill=True)
 
     def _on_pool_stopped(self, pool: Pool) -> None:
-        if all(p.state.value == "stopped" for p in self.pools) and not self.finished.done():
+        if pool.stop_reason is StopReason.REMOVED and self.pools.get(pool.name) is pool:
+            del self.pools[pool.name]
+            log.info("pool %s: removed", pool.name)
+        self._maybe_finished()
+
+    def _maybe_finished(self) -> None:
+        if (
+            self.stopping
+            and all(pool.state is PoolState.STOPPED for pool in self.pools.values())
+            and not self.finished.done()
+        ):
             self.finished.set_result(None)
+
+    # routing
+
+    def _route(self, listener: Listener, head: RequestHead) -> Route | None:
+        table = self.table
+        if table is None:
+            pool = next(iter(self.pools.values()))
+            return Route(pool.dispatch, "")
+        match = table.route(listener.text, head.host, head.path.decode("latin-1"))
+        if match is None:
+            return None
+        target = self.pools.get(match.application.pool)
+        if target is None:
+            return None
+        return Route(target.dispatch, match.script_name, match.site.name)
+
+    # reload
+
+    async def _reload_from_signal(self) -> None:
+        try:
+            await self.reload_config()
+        except (ConfigError, ValueError):
+            pass  # logged by reload_config
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Apply the config file again; the running config stays if it is invalid."""
+        if self.config_path is None or self.config is None:
+            raise ValueError("this server was started without a config file (poolwarden run)")
+        if self.stopping:
+            raise ValueError("the server is shutting down")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            log.error(
+                "config reload refused, the running configuration stays:\n%s",
+                format_issues(error.errors),
+            )
+            raise
+        new_server = new.server_settings()
+        opened = self._open_new_listeners(new_server.binds)
+        diff = diff_pools(self.config, new)
+        for name in diff.removed:
+            self.pools[name].drain(
+                self.pools[name].settings.shutdown_time_limit, StopReason.REMOVED
+            )
+        for name in diff.changed:
+            settings = new.pool_settings(name)
+            pool = self.pools[name]
+            if new.pools[name].recycling.on_config_change:
+                pool.update_settings(settings)
+            else:
+                pool.settings = settings  # applies to the next workers started
+        for name in diff.added:
+            pool = self._new_pool(new.pool_settings(name))
+            self.pools[name] = pool
+            pool.start()
+        self.table = new.routing_table()
+        self._close_old_listeners(new_server.binds)
+        self.frontend.limits = new_server.head_limits
+        self.config = new
+        result = {
+            "added": diff.added,
+            "removed": diff.removed,
+            "changed": diff.changed,
+            "unchanged": diff.unchanged,
+            "bindings_opened": [listener.text for listener in opened],
+        }
+        log.info(
+            "config reloaded: pools added %s, removed %s, changed %s, unchanged %s",
+            diff.added or "none",
+            diff.removed or "none",
+            diff.changed or "none",
+            diff.unchanged or "none",
+        )
+        return result
+
+    def _open_new_listeners(self, binds: list[str]) -> list[Listener]:
+        current = {listener.text for listener in self.listeners}
+        opened: list[Listener] = []
+        try:
+            for text in binds:
+                if text not in current:
+                    opened.append(open_listener(text, self.server.backlog))
+        except BindError as error:
+            for listener in opened:
+                close_listener(listener)
+            log.error("config reload refused: %s", error)
+            raise ConfigError([], source=self.config_path) from error
+        for listener in opened:
+            self.frontend.add_listener(listener)
+            log.info("listening on %s", listener.url)
+        return opened
+
+    def _close_old_listeners(self, binds: list[str]) -> None:
+        for listener in list(self.listeners):
+            if listener.text not in binds:
+                self.frontend.remove_listener(listener)
+                close_listener(listener)
+                log.info("stopped listening on %s", listener.url)
+
+    # the control API's view of the server (poolwarden.master.control.ControlTarget)
+
+    def server_info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_at,
+            "state_dir": os.path.abspath(self.server.state_dir),
+            "config_path": self.config_path,
+            "bindings": [listener.text for listener in self.listeners],
+            "draining": self.stopping,
+        }
+
+    def health(self) -> dict[str, Any]:
+        pools = {name: pool.status()["state"] for name, pool in self.pools.items()}
+        if self.stopping:
+            status = "draining"
+        elif any(pool.state is PoolState.STARTUP_FAILED for pool in self.pools.values()):
+            status = "degraded"
+        else:
+            status = "ok"
+        return {"status": status, "pools": pools}
+
+    def pools_status(self) -> list[dict[str, Any]]:
+        return [pool.status() for pool in self.pools.values()]
+
+    def pool(self, name: str) -> dict[str, Any]:
+        return self.pools[name].status()
+
+    async def pool_action(self, name: str, action: str) -> dict[str, Any]:
+        pool = self.pools[name]
+        if self.stopping:
+            raise ValueError("the server is shutting down")
+        if action == "start":
+            pool.resume()
+        elif action == "stop":
+            pool.stop()
+        elif action == "recycle":
+            pool.recycle()
+        else:
+            raise ValueError(f"unknown action {action!r}")
+        return pool.status()
+
+    def workers(self, pool: str | None) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = []
+        for name, each in self.pools.items():
+            if pool is not None and name != pool:
+                continue
+            for worker in each.workers:
+                if worker.returncode is not None:
+                    continue
+                rss, cpu = self._resources(worker.pid)
+                rows.append(
+                    {
+                        "pid": worker.pid,
+                        "pool": name,
+                        "state": "retiring" if worker.retiring else worker.state.value,
+                        "started_at": worker.started_wall,
+                        "uptime": now - worker.started_wall,
+                        "requests_served": worker.scoreboard.served(),
+                        "active_requests": worker.busy_count(),
+                        "rss": rss,
+                        "cpu_percent": cpu,
+                    }
+                )
+        return rows
+
+    def _resources(self, pid: int) -> tuple[int | None, float | None]:
+        """RSS and CPU % since the last look (psutil needs two samples)."""
+        try:
+            process = self._processes.get(pid)
+            if process is None:
+                process = self._processes[pid] = psutil.Process(pid)
+            return process.memory_info().rss, process.cpu_percent(interval=None)
+        except psutil.Error:
+            self._processes.pop(pid, None)
+            return None, None
+
+    def requests(self, pool: str | None, min_elapsed: float) -> list[dict[str, Any]]:
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        for name, each in self.pools.items():
+            if pool is not None and name != pool:
+                continue
+            for worker in each.workers:
+                if worker.returncode is not None:
+                    continue
+                for slot in worker.scoreboard.busy():
+                    elapsed = max(0.0, now - slot.started)
+                    if elapsed < min_elapsed:
+                        continue
+                    rows.append(
+                        {
+                            "pid": worker.pid,
+                            "pool": name,
+                            "method": slot.method,
+                            "path": slot.path,
+                            "client": slot.client,
+                            "elapsed": elapsed,
+                            "phase": "app" if slot.phase is Phase.APP else "responding",
+                            "status": slot.status or None,
+                        }
+                    )
+        rows.sort(key=lambda row: -row["elapsed"])
+        return rows
+
+    def config_dict(self) -> dict[str, Any] | None:
+        return self.config.to_dict() if self.config is not None else None
+
+
+class ControlAdapter:
+    """The master as the control API sees it (`control.ControlTarget`)."""
+
+    def __init__(self, master: Master) -> None:
+        self._master = master
+
+    def server_info(self) -> dict[str, Any]:
+        return self._master.server_info()
+
+    def health(self) -> dict[str, Any]:
+        return self._master.health()
+
+    def pools(self) -> list[dict[str, Any]]:
+        return self._master.pools_status()
+
+    def pool(self, name: str) -> dict[str, Any]:
+        return self._master.pool(name)
+
+    async def pool_action(self, name: str, action: str) -> dict[str, Any]:
+        return await self._master.pool_action(name, action)
+
+    def workers(self, pool: str | None) -> list[dict[str, Any]]:
+        return self._master.workers(pool)
+
+    def requests(self, pool: str | None, min_elapsed: float) -> list[dict[str, Any]]:
+        return self._master.requests(pool, min_elapsed)
+
+    def config(self) -> dict[str, Any] | None:
+        return self._master.config_dict()
+
+    async def reload_config(self) -> dict[str, Any]:
+        return await self._master.reload_config()

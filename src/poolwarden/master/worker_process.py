@@ -84,6 +84,14 @@ class WorkerProcess:
         self.pid = 0
         self.interface = ""
         self.ever_ready = False
+        self.retiring = False
+        """Being replaced by a recycle: it takes no new connections once its
+        replacement is Ready."""
+        self.timed_out = False
+        self.served_at_exit = 0
+        """Killed for not being Ready within the start-up time limit."""
+        self.started_wall = time.time()
+        self._startup_timer: asyncio.TimerHandle | None = None
         self._backlog: deque[tuple[bytes, socket.socket]] = deque()
         self._readers: list[OutputReader] = []
 
@@ -137,6 +145,9 @@ class WorkerProcess:
             self._readers.append(OutputReader(self.loop, fd, prefix, self.tail))
         self.pidfd = os.pidfd_open(self.pid)
         self.loop.add_reader(self.pidfd, self._on_process_exit)
+        limit = settings.startup_time_limit
+        if limit > 0:
+            self._startup_timer = self.loop.call_later(limit, self._startup_timed_out)
         self.loop.add_reader(self.channel.fileno(), self._on_channel)
 
     # connections
@@ -220,12 +231,34 @@ class WorkerProcess:
                 if self.state is WorkerState.STARTING:
                     self.state = WorkerState.READY
                     self.ever_ready = True
+                    if self._startup_timer is not None:
+                        self._startup_timer.cancel()
+                        self._startup_timer = None
                     self.on_ready(self)
             elif type(message) is ch.StartupFailed:
                 self.startup_failure = message.failure
                 self.on_startup_failed(self, message.failure)
 
+    def _startup_timed_out(self) -> None:
+        self._startup_timer = None
+        if self.state is WorkerState.STARTING and self.returncode is None:
+            self.timed_out = True
+            log.error(
+                "pool %s: worker %d was not ready within the start-up time limit (%gs)",
+                self.settings.name,
+                self.pid,
+                self.settings.startup_time_limit,
+            )
+            self.kill()
+
+    def busy_count(self) -> int:
+        """Requests in the app or responding now, from the scoreboard."""
+        return self.scoreboard.busy_count()
+
     def _on_process_exit(self) -> None:
+        if self._startup_timer is not None:
+            self._startup_timer.cancel()
+            self._startup_timer = None
         self.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
         _, status = os.waitpid(self.pid, 0)
@@ -237,6 +270,7 @@ class WorkerProcess:
             reader.read_available()
             reader.close()
         self.state = WorkerState.EXITED
+        self.served_at_exit = self.scoreboard.served()
         self._answer_orphaned_connections()
         try:
             self.loop.remove_reader(self.channel.fileno())
