@@ -229,3 +229,54 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def start_serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start `poolwarden serve -c FILE` with `config` as the file's text.
+
+    `{state_dir}` and `{repo}` in the text are filled in. The server's
+    listening ports, in the order logged, are in `server.extra["ports"]`
+    (`server.port` is the first).
+    """
+    servers: list[Server] = []
+    counter = iter(range(1000))
+
+    def start(config: str, *, listeners: int = 1, env: dict[str, str] | None = None) -> Server:
+        index = next(counter)
+        state_dir = tmp_path / f"serve-state{index}"
+        config_path = tmp_path / f"poolwarden{index}.toml"
+        config_path.write_text(config.format(state_dir=state_dir, repo=REPO))
+        stdout_path = tmp_path / f"serve-stdout{index}.log"
+        stderr_path = tmp_path / f"serve-stderr{index}.log"
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            process = subprocess.Popen(
+                [*POOLWARDEN, "serve", "-c", str(config_path)],
+                cwd=REPO,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+            )
+        server = Server(process, state_dir, stdout_path, stderr_path)
+        server.extra["config_path"] = config_path
+        servers.append(server)
+
+        def ports() -> list[int] | None:
+            found = [
+                int(p) for p in re.findall(r"listening on http://[\d.]+:(\d+)", server.stderr())
+            ]
+            return found if len(found) >= listeners else None
+
+        found = wait_until(ports, what=f"{listeners} listening lines")
+        assert isinstance(found, list)
+        server.extra["ports"] = found
+        server.port = found[0]
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

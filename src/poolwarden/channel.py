@@ -83,6 +83,9 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     scoreboard_slots: int
     multiprocess: bool
     graceful_timeout: float
+    routes: list[dict[str, object]] | None = None
+    """The routing table (`RoutingTable.to_data`), when requests on one
+    connection may belong to other pools; None when they cannot."""
 
 
 class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
@@ -98,6 +101,8 @@ class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
     buffered: bytes
     site: str = ""
     """The site the request was routed to, for logs."""
+    binding: str = ""
+    """The listener it arrived on (as configured), for routing later requests."""
 
 
 class Ping(msgspec.Struct, tag="ping", frozen=True, array_like=True):
@@ -108,6 +113,12 @@ class Ping(msgspec.Struct, tag="ping", frozen=True, array_like=True):
 
 class Drain(msgspec.Struct, tag="drain", frozen=True, array_like=True):
     """Finish the requests in flight, take no new ones, then exit 0."""
+
+
+class Routes(msgspec.Struct, tag="routes", frozen=True, array_like=True):
+    """A reload changed the routing table."""
+
+    routes: list[dict[str, object]] | None
 
 
 # worker → master
@@ -136,8 +147,19 @@ class Closed(msgspec.Struct, tag="closed", frozen=True, array_like=True):
     conn_ids: list[int]
 
 
-ToWorker = Boot | Dispatch | Ping | Drain
-ToMaster = Ready | StartupFailed | Pong | Closed
+class HandBack(msgspec.Struct, tag="hand_back", frozen=True, array_like=True):
+    """A keep-alive request that belongs to another pool: the connection
+    (its fd rides along) goes back to the front end with the request's bytes."""
+
+    conn_id: int
+    peer_host: str
+    peer_port: int
+    binding: str
+    buffered: bytes
+
+
+ToWorker = Boot | Dispatch | Ping | Drain | Routes
+ToMaster = Ready | StartupFailed | Pong | Closed | HandBack
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)

@@ -91,6 +91,44 @@ class _SiteChoice:
 class RoutingTable:
     """Every site's bindings, host names and applications, ready to route."""
 
+    def to_data(self) -> list[dict[str, object]]:
+        """Plain data for the workers' Boot message (they route keep-alive
+        requests themselves, to hand back the ones of another pool)."""
+        return [
+            {
+                "name": site.name,
+                "bindings": list(site.bindings),
+                "hostnames": list(site.hostnames),
+                "applications": [[app.path, app.pool] for app in site.applications],
+            }
+            for site in self.sites
+        ]
+
+    @classmethod
+    def from_data(cls, data: list[dict[str, object]]) -> RoutingTable:
+        sites = []
+        for item in data:
+            bindings = item["bindings"]
+            hostnames = item["hostnames"]
+            applications = item["applications"]
+            assert isinstance(bindings, list) and isinstance(hostnames, list)
+            assert isinstance(applications, list)
+            sites.append(
+                Site(
+                    name=str(item["name"]),
+                    bindings=tuple(bindings),
+                    hostnames=tuple(hostnames),
+                    applications=tuple(Application(path, pool) for path, pool in applications),
+                )
+            )
+        return cls(sites)
+
+    def single_application(self, pool: str) -> bool:
+        """Every application of every site is one mount of `pool` at `/`:
+        then a worker need not route its keep-alive requests at all."""
+        apps = {(app.path, app.pool) for site in self.sites for app in site.applications}
+        return apps == {("/", pool)}
+
     def __init__(self, sites: list[Site]) -> None:
         self.sites = sites
         self._by_binding: dict[str, _SiteChoice] = {}
@@ -112,3 +150,12 @@ class RoutingTable:
             if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
                 return Match(site, application)
         return None
+
+
+def routing_table_for(routes: list[dict[str, object]] | None, pool: str) -> RoutingTable | None:
+    """The table a worker routes keep-alive requests by, or None when every
+    request it can be sent is its own at `/` (no routing needed)."""
+    if routes is None:
+        return None
+    table = RoutingTable.from_data(routes)
+    return None if table.single_application(pool) else table

@@ -116,6 +116,18 @@ class FrontEnd:
             else:
                 pending.sock.close()
 
+    def redispatch(
+        self, sock: socket.socket, peer: tuple[str, int], binding: str, buffered: bytes
+    ) -> None:
+        """A connection a worker handed back, with its next request's bytes."""
+        listener = next((each for each in self.listeners if each.text == binding), None)
+        if listener is None:  # the binding went away in a reload
+            sock.close()
+            return
+        pending = PendingHead(sock, peer, listener)
+        pending.buffer = buffered
+        self._examine(pending)
+
     def _on_accept(self, listener: Listener) -> None:
         accept = listener.sock.accept
         for _ in range(ACCEPT_BATCH):
@@ -142,8 +154,12 @@ class FrontEnd:
             self._forget(pending)
             pending.sock.close()
             return
-        buffer = pending.buffer + data if pending.buffer else data
-        pending.buffer = buffer
+        pending.buffer = pending.buffer + data if pending.buffer else data
+        self._examine(pending)
+
+    def _examine(self, pending: PendingHead) -> None:
+        """Route the head in `pending.buffer`, or wait for the rest of it."""
+        buffer = pending.buffer
         head_end = find_head_end(buffer)
         try:
             if head_end < 0:
@@ -235,5 +251,6 @@ class FrontEnd:
                 script_name=route.script_name,
                 buffered=pending.buffer,
                 site=route.site,
+                binding=listener.text,
             ),
         )

@@ -87,6 +87,8 @@ class Pool:
         on_startup_failure: Callable[[Pool, ch.StartupFailure], None],
         on_stopped: Callable[[Pool], None],
         on_refused: Callable[[ch.Dispatch, int, str, str], None] = lambda *args: None,
+        on_hand_back: Callable[[socket.socket, ch.HandBack], None] = lambda sock, message: None,
+        routes: list[dict[str, object]] | None = None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -95,6 +97,8 @@ class Pool:
         self.on_startup_failure = on_startup_failure
         self.on_stopped = on_stopped
         self.on_refused = on_refused
+        self.on_hand_back = on_hand_back
+        self.routes = routes
         self.state = PoolState.STARTED
         self.stop_reason: StopReason | None = None
         self.workers: list[WorkerProcess] = []
@@ -109,11 +113,13 @@ class Pool:
         self._flush_timer: asyncio.TimerHandle | None = None
         self.requests_served_by_gone_workers = 0
         self.last_event: str | None = None
-        self._boot = self._make_boot(settings, server)
+        self._boot = self._make_boot(settings, server, routes)
         os.makedirs(os.path.join(server.state_dir, "crash"), exist_ok=True)
 
     @staticmethod
-    def _make_boot(settings: PoolSettings, server: ServerSettings) -> ch.Boot:
+    def _make_boot(
+        settings: PoolSettings, server: ServerSettings, routes: list[dict[str, object]] | None
+    ) -> ch.Boot:
         return ch.Boot(
             pool=settings.name,
             app=settings.app,
@@ -131,6 +137,7 @@ class Pool:
             scoreboard_slots=settings.scoreboard_slots,
             multiprocess=settings.processes > 1,
             graceful_timeout=settings.shutdown_time_limit,
+            routes=routes,
         )
 
     @property
@@ -204,7 +211,7 @@ class Pool:
         """A reload changed the pool: new workers get the new settings, and
         the running ones are recycled with overlap."""
         self.settings = settings
-        self._boot = self._make_boot(settings, self.server)
+        self._boot = self._make_boot(settings, self.server, self.routes)
         if self.state is PoolState.STARTED:
             self.recycle("its configuration changed")
         elif self.state is PoolState.STARTUP_FAILED:
@@ -213,6 +220,14 @@ class Pool:
             self.state = PoolState.STARTED
             self.last_event = "configuration changed"
             self._start_workers()
+
+    def set_routes(self, routes: list[dict[str, object]] | None) -> None:
+        """A reload changed the routing table: workers route by the new one."""
+        self.routes = routes
+        self._boot = self._make_boot(self.settings, self.server, routes)
+        for worker in self.workers:
+            if worker.returncode is None:
+                worker.send(ch.Routes(routes))
 
     def status(self) -> dict[str, object]:
         """What `poolwarden pools` shows."""
@@ -254,6 +269,7 @@ class Pool:
             on_ready=self._worker_ready,
             on_startup_failed=self._worker_startup_failed,
             on_exit=self._worker_exited,
+            on_hand_back=self.on_hand_back,
         )
         try:
             worker.spawn()
@@ -305,6 +321,8 @@ class Pool:
             self._refuse(sock, message, "queue_full")
         else:
             self.queue.append(Waiting(sock, message))
+            if self._flush_timer is None and self._least_busy() is not None:
+                self._flush_timer = self.loop.call_later(QUEUE_RECHECK, self._flush_queue)
             serving = self.serving_workers
             starting = any(worker.state is WorkerState.STARTING for worker in serving)
             if not starting and len(serving) < self.settings.processes:

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -181,6 +182,14 @@ class Master:
             on_startup_failure=self._on_startup_failure,
             on_stopped=self._on_pool_stopped,
             on_refused=self.frontend_log.write_refused,
+            on_hand_back=self._on_hand_back,
+            routes=self.table.to_data() if self.table is not None else None,
+        )
+
+    def _on_hand_back(self, sock: socket.socket, message: ch.HandBack) -> None:
+        """A worker gave a keep-alive connection back: route it again."""
+        self.frontend.redispatch(
+            sock, (message.peer_host, message.peer_port), message.binding, message.buffered
         )
 
     def _on_signal(self, signum: int) -> None:
@@ -296,6 +305,9 @@ class Master:
             self.pools[name] = pool
             pool.start()
         self.table = new.routing_table()
+        routes = self.table.to_data()
+        for pool in self.pools.values():
+            pool.set_routes(routes)
         self._close_old_listeners(new_server.binds)
         self.frontend.limits = new_server.head_limits
         self.config = new

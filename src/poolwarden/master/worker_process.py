@@ -65,6 +65,7 @@ class WorkerProcess:
         on_ready: Callable[[WorkerProcess], None],
         on_startup_failed: Callable[[WorkerProcess, ch.StartupFailure], None],
         on_exit: Callable[[WorkerProcess], None],
+        on_hand_back: Callable[[socket.socket, ch.HandBack], None] = lambda sock, message: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -74,6 +75,7 @@ class WorkerProcess:
         self.on_ready = on_ready
         self.on_startup_failed = on_startup_failed
         self.on_exit = on_exit
+        self.on_hand_back = on_hand_back
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -211,11 +213,13 @@ class WorkerProcess:
     def _on_channel(self) -> None:
         while True:
             try:
-                payload = self.channel.recv(ch.MAX_MESSAGE)
+                payload, fd = ch.receive(self.channel)
             except BlockingIOError:
                 return
             except OSError:
-                payload = b""
+                payload, fd = b"", None
+            if fd is not None:
+                os.close(fd)  # a handed-back connection: the master has its own copy
             if not payload:
                 self.loop.remove_reader(self.channel.fileno())
                 return
@@ -238,6 +242,10 @@ class WorkerProcess:
             elif type(message) is ch.StartupFailed:
                 self.startup_failure = message.failure
                 self.on_startup_failed(self, message.failure)
+            elif type(message) is ch.HandBack:
+                sock = self.custody.pop(message.conn_id, None)
+                if sock is not None:
+                    self.on_hand_back(sock, message)
 
     def _startup_timed_out(self) -> None:
         self._startup_timer = None

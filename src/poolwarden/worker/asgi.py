@@ -29,6 +29,7 @@ from poolwarden import channel as ch
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, STATUS_LINES, simple_response, status_line
 from poolwarden.importer import describe_failure
+from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
 
@@ -71,6 +72,7 @@ class RequestCycle:
         "continue_sent",
         "disconnected",
         "expect_continue",
+        "hand_back",
         "head_only",
         "http_version",
         "keep_alive",
@@ -95,6 +97,7 @@ class RequestCycle:
         self.body: deque[bytes] = deque()
         self.body_received = 0
         self.target = b""
+        self.hand_back = False
         self.complete = False
         self.body_delivered = False
         self.disconnected = False
@@ -325,6 +328,8 @@ class HttpProtocol(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.error: tuple[int, str, str] | None = None
         self.active_slot: SlotWriter | _NullSlot | None = None
+        self.routed_first = False
+        self.handed_back = False
         self.writable: asyncio.Future[None] | None = None
         """Set while the transport's write buffer is above its high-water mark."""
 
@@ -491,6 +496,8 @@ class HttpProtocol(asyncio.Protocol):
         }
         cycle = RequestCycle(self, scope, parser.should_keep_alive())
         cycle.target = url
+        if self.server.table is not None:
+            self._route(cycle, path)
         cycle.expect_continue = self.expect_continue and http_version != "1.0"
         self.cycle = cycle
         self.pipeline.append(cycle)
@@ -518,7 +525,82 @@ class HttpProtocol(asyncio.Protocol):
 
     # the connection's own logic
 
+    def _route(self, cycle: RequestCycle, path: str) -> None:
+        """Mount path of a later request on this connection, or hand it back.
+
+        The front end routed the first request; a later one may belong to
+        another application (a new root_path) or another pool (handed back
+        to the front end when its turn comes).
+        """
+        if not self.routed_first:
+            self.routed_first = True
+            return
+        table = self.server.table
+        assert table is not None
+        host = (self.host or b"").decode("latin-1")
+        match = table.route(self.dispatch.binding, host, cycle.scope["raw_path"].decode("latin-1"))
+        if match is not None and match.application.pool == self.server.pool_name:
+            cycle.scope["root_path"] = match.script_name
+        else:
+            cycle.hand_back = True
+
+    def _hand_back(self, cycle: RequestCycle) -> None:
+        """Give the connection back to the front end with this request's bytes
+        (as `worker.wsgi.Connection.hand_back` does, and with the same 421
+        when they cannot be given back whole)."""
+        headers = cycle.scope["headers"]
+        chunked = any(name == b"transfer-encoding" for name, _ in headers)
+        transport = self.transport
+        if (
+            transport is None
+            or self.pipeline
+            or self.in_head
+            or self.error is not None
+            or (chunked and not cycle.complete)
+        ):
+            self.write(
+                simple_response(
+                    421,
+                    "Misdirected Request: send this request on a new connection.\n",
+                    reason_code="misdirected",
+                )
+            )
+            self.close()
+            return
+        body = b"".join(cycle.body)
+        if chunked:
+            body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+        head = b"".join(
+            [
+                cycle.scope["method"].encode("ascii"),
+                b" ",
+                cycle.target,
+                b" HTTP/",
+                cycle.http_version.encode("ascii"),
+                b"\r\n",
+                *(name + b": " + value + b"\r\n" for name, value in headers),
+                b"\r\n",
+            ]
+        )
+        sock = transport.get_extra_info("socket")
+        self.handed_back = True
+        self.server.hand_back(
+            sock.fileno(),
+            ch.HandBack(
+                conn_id=self.conn_id,
+                peer_host=self.dispatch.peer_host,
+                peer_port=self.dispatch.peer_port,
+                binding=self.dispatch.binding,
+                buffered=head + body,
+            ),
+        )
+        self.closing = True
+        transport.abort()  # closes this process's copy only: no FIN, no reset
+
     def _start(self, cycle: RequestCycle) -> None:
+        if cycle.hand_back:
+            self._hand_back(cycle)
+            return
         self.active = cycle
         slot = self.server.take_slot()
         self.active_slot = slot
@@ -764,6 +846,8 @@ class ASGIServer:
         self.access_log = access_log
         self.limits = HeadLimits(**boot.head_limits)  # type: ignore[arg-type]
         self.keepalive_timeout = boot.keepalive_timeout
+        self.pool_name = boot.pool
+        self.table = routing_table_for(boot.routes, boot.pool)
         self.connections: set[HttpProtocol] = set()
         self.free_slots: list[SlotWriter] = [
             scoreboard.writer(index) for index in reversed(range(scoreboard.slots))
@@ -807,6 +891,8 @@ class ASGIServer:
                 self.send(ch.Pong(message.seq))
             elif type(message) is ch.Drain:
                 self.drain()
+            elif type(message) is ch.Routes:
+                self.table = routing_table_for(message.routes, self.pool_name)
 
     async def _adopt(self, sock: socket.socket, dispatch: ch.Dispatch) -> None:
         try:
@@ -824,9 +910,17 @@ class ASGIServer:
             if not self.done.done():
                 self.done.set_result(None)
 
+    def hand_back(self, fd: int, message: ch.HandBack) -> None:
+        try:
+            socket.send_fds(self.channel, [ch.encode(message)], [fd])
+        except OSError:
+            if not self.done.done():
+                self.done.set_result(None)
+
     def connection_closed(self, protocol: HttpProtocol) -> None:
         self.connections.discard(protocol)
-        self.send(ch.Closed([protocol.conn_id]))
+        if not protocol.handed_back:
+            self.send(ch.Closed([protocol.conn_id]))
         if self.draining and not self.connections and not self.done.done():
             self.done.set_result(None)
 

@@ -33,6 +33,7 @@ from urllib.parse import unquote_to_bytes
 from poolwarden import channel as ch
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, simple_response
+from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
 from poolwarden.worker.http11 import ParseError, Request, RequestParser
@@ -482,6 +483,7 @@ class Connection:
 
     __slots__ = (
         "base_environ",
+        "binding",
         "busy",
         "client",
         "conn_id",
@@ -491,6 +493,8 @@ class Connection:
         "last_active",
         "parser",
         "pending",
+        "routed_first",
+        "script_name",
         "server",
         "sock",
     )
@@ -505,6 +509,9 @@ class Connection:
         self.parser = RequestParser(server.limits)
         self.pending = dispatch.buffered
         self.busy = False
+        self.routed_first = False
+        self.binding = dispatch.binding
+        self.script_name = dispatch.script_name
         self.disabled = False
         self.last_active = time.monotonic()
         # What every request on this connection shares, copied per request.
@@ -568,6 +575,8 @@ class Connection:
             ready = parser.ready
             while ready:
                 request = ready.popleft()
+                if server.table is not None and not self.route(request):
+                    return  # handed back to the front end, or refused
                 if not self.handle(request, slot) or server.draining:
                     server.close(self)
                     return
@@ -585,6 +594,78 @@ class Connection:
         except Exception:
             server.log_exception("internal error while serving a connection")
             server.close(self)
+
+    def route(self, request: Request) -> bool:
+        """Whether this request is this pool's; if not, hand it back.
+
+        The front end routed the connection's first request. A later one on
+        the same keep-alive connection may name another host or path, of
+        another application (a new mount path) or another pool (handed back
+        to the front end, which dispatches it there).
+        """
+        if not self.routed_first:
+            self.routed_first = True
+            return True
+        table = self.server.table
+        assert table is not None
+        path = request.url.split(b"?", 1)[0].decode("latin-1")
+        host = (request.host or b"").decode("latin-1")
+        match = table.route(self.binding, host, path)
+        if match is not None and match.application.pool == self.server.pool_name:
+            self.script_name = match.script_name
+            self.base_environ["SCRIPT_NAME"] = match.script_name
+            return True
+        self.hand_back(request)
+        return False
+
+    def hand_back(self, request: Request) -> None:
+        """Return the connection to the front end with this request's bytes.
+
+        The request is written out again from what was parsed: its head,
+        and the body bytes received so far when the body is framed by
+        Content-Length (the rest is still in the socket). A connection whose
+        bytes cannot be given back whole (a chunked body still arriving, or
+        more pipelined requests already read) is answered `421 Misdirected
+        Request` and closed, which tells a client to retry on a new one.
+        """
+        parser = self.parser
+        chunked = any(name.lower() == b"transfer-encoding" for name, _ in request.headers)
+        if parser.ready or parser.in_head or parser.error or (chunked and not request.complete):
+            send_all(
+                self.sock,
+                simple_response(
+                    421,
+                    "Misdirected Request: send this request on a new connection.\n",
+                    reason_code="misdirected",
+                ),
+            )
+            self.server.close(self)
+            return
+        body = b"".join(request.body)
+        if chunked:
+            body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+        head = b"".join(
+            [
+                request.method,
+                b" ",
+                request.url,
+                b" HTTP/",
+                request.http_version.encode("ascii"),
+                b"\r\n",
+                *(name + b": " + value + b"\r\n" for name, value in request.headers),
+                b"\r\n",
+            ]
+        )
+        self.server.hand_back(
+            self,
+            ch.HandBack(
+                conn_id=self.conn_id,
+                peer_host=self.dispatch.peer_host,
+                peer_port=self.dispatch.peer_port,
+                binding=self.binding,
+                buffered=head + body,
+            ),
+        )
 
     def environ(self, request: Request) -> dict[str, Any]:
         url = request.url
@@ -606,7 +687,7 @@ class Connection:
             if b"%" in raw_path
             else raw_path.decode("latin-1")
         )
-        script_name = self.dispatch.script_name
+        script_name = self.script_name
         if script_name and path.startswith(script_name):
             rest = path[len(script_name) :]
             if not rest or rest[0] == "/":  # "/app" is not a prefix of "/apple"
@@ -772,6 +853,8 @@ class WSGIServer:
         self.multiprocess = boot.multiprocess
         self.limits = HeadLimits(**boot.head_limits)  # type: ignore[arg-type]
         self.keepalive_timeout = boot.keepalive_timeout
+        self.pool_name = boot.pool
+        self.table = routing_table_for(boot.routes, boot.pool)
         self.epoll = select.epoll()
         self.lock = threading.Lock()
         self.wakeup = threading.Condition(self.lock)
@@ -928,6 +1011,8 @@ class WSGIServer:
                 self.send(ch.Pong(message.seq))
             elif type(message) is ch.Drain:
                 self.drain()
+            elif type(message) is ch.Routes:
+                self.table = routing_table_for(message.routes, self.pool_name)
 
     def send(self, message: ch.ToMaster) -> None:
         try:
@@ -965,6 +1050,23 @@ class WSGIServer:
         if empty and self.draining:
             self._flush_closed()
             self.stopped.set()
+
+    def hand_back(self, connection: Connection, message: ch.HandBack) -> None:
+        """Give the connection back to the master; it is not closed: the
+        master still holds it and sends it on."""
+        with self.lock:
+            if self.connections.get(connection.fd) is not connection:
+                return
+            del self.connections[connection.fd]
+        try:
+            self.epoll.unregister(connection.fd)
+        except OSError:
+            pass
+        try:
+            socket.send_fds(self.channel, [ch.encode(message)], [connection.fd])
+        except OSError:
+            self._master_gone()
+        connection.sock.close()
 
     def _flush_closed(self) -> None:
         """Tell the master which connections it may drop, in one message."""
