@@ -8,13 +8,17 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from poolwarden.control_client import ControlClient
 from tests.conftest import Server, wait_until
 
 APPS = """
@@ -167,21 +171,16 @@ start_mode = "always_running"
 def test_queue_full_is_answered_503_with_the_reason(start_serve: Any, tmp_path: Path) -> None:
     server = start_serve(QUEUE)
     server.wait_for_workers(1)
+    control = ControlClient(str(server.state_dir))
     started, until = tmp_path / "started", tmp_path / "until"
     hold = f"/hold?started={started}&until={until}"
     with ThreadPoolExecutor(2) as pool:
         busy = pool.submit(server.get, hold)
         wait_until(started.exists, what="the only thread to be busy")
         queued = pool.submit(server.get, "/queued")
-
-        # The one queue place is taken once the front end holds the second
-        # request; a third is refused at once.
-        def refused() -> tuple[int, dict[str, str], bytes] | None:
-            status, headers, body = server.get("/third")
-            return (status, headers, body) if status == 503 else None
-
-        _, headers, body = wait_until(refused, what="a 503 queue_full")  # type: ignore[misc]
-        assert headers["x-poolwarden-reason"] == "queue_full"
+        wait_until(lambda: control.get("/v1/pools/busy")["queue"] == 1, what="one queued")
+        status, headers, body = server.get("/third")
+        assert (status, headers["x-poolwarden-reason"]) == (503, "queue_full")
         assert headers["retry-after"] == "5"
         assert b"queue of pool 'busy' is full" in body
         assert not queued.done()
@@ -190,6 +189,80 @@ def test_queue_full_is_answered_503_with_the_reason(start_serve: Any, tmp_path: 
         assert queued.result(10)[0] == 200
     log = (server.state_dir / "frontend.log").read_text()
     assert " GET /third 503 queue_full busy" in log
+
+
+def test_stop_answers_503_pool_stopped_at_once_and_start_resumes(start_serve: Any) -> None:
+    server = start_serve(QUEUE)
+    server.wait_for_workers(1)
+    control = ControlClient(str(server.state_dir))
+    assert server.get("/")[0] == 200
+    control.post("/v1/pools/busy/stop")
+    stopped_at = time.monotonic()
+    status, headers, body = server.get("/")
+    assert time.monotonic() - stopped_at < 1.0
+    assert (status, headers["x-poolwarden-reason"]) == (503, "pool_stopped")
+    assert b"stopped by an administrator" in body
+    wait_until(lambda: control.get("/v1/pools/busy")["state"] == "stopped", what="stopped")
+    assert server.worker_pids() == []
+    control.post("/v1/pools/busy/start")
+    server.wait_for_workers(1, exclude=set())
+    assert server.get("/")[0] == 200
+    log = (server.state_dir / "frontend.log").read_text()
+    assert " GET / 503 pool_stopped busy" in log
+
+
+def test_recycle_under_load_fails_no_request(start_serve: Any) -> None:
+    config = QUEUE.replace("threads = 1", "threads = 4").replace("queue_length = 1", "")
+    server = start_serve(config)
+    before = server.wait_for_workers(1)
+    control = ControlClient(str(server.state_dir))
+    failures: list[object] = []
+    stop = threading.Event()
+
+    def load() -> int:
+        count = 0
+        while not stop.is_set() and count < 5000:
+            try:
+                status, _, _ = server.get("/")
+                if status != 200:
+                    failures.append(status)
+            except OSError as error:
+                failures.append(error)
+            count += 1
+        return count
+
+    with ThreadPoolExecutor(3) as pool:
+        loads = [pool.submit(load) for _ in range(3)]
+        wait_until(lambda: server.stdout().count('"GET / ') > 20, what="load to be running")
+        control.post("/v1/pools/busy/recycle")
+        wait_until(
+            lambda: (
+                {w["pid"] for w in control.get("/v1/workers")["workers"]} - set(before)
+                and not set(before) & set(server.worker_pids())
+            ),
+            what="the old worker to be replaced and gone",
+        )
+        served_after = server.stdout().count('"GET / ')
+        wait_until(lambda: server.stdout().count('"GET / ') > served_after + 20, what="more load")
+        stop.set()
+        total = sum(future.result(30) for future in loads)
+    assert failures == []
+    assert total > 40
+
+
+def test_a_second_server_on_the_same_state_directory_is_refused(start_serve: Any) -> None:
+    server = start_serve(QUEUE)
+    path: Path = server.extra["config_path"]
+    second = subprocess.run(
+        [sys.executable, "-m", "poolwarden", "serve", "-c", str(path)],
+        cwd=Path.cwd(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    assert "another poolwarden server" in second.stderr
+    assert server.get("/")[0] == 200
 
 
 def reload(server: Server, config: str) -> None:

@@ -231,10 +231,8 @@ def serve(config_path: str, state_dir: str | None, log_level: str | None) -> Non
 
 
 def _register_admin_commands() -> None:
-    try:
-        from poolwarden.admin_cli import register
-    except ImportError:  # TEMPORARY until the admin CLI lands
-        return
+    from poolwarden.admin_cli import register
+
     register(main)
 
 

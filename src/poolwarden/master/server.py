@@ -39,6 +39,13 @@ from poolwarden import channel as ch
 from poolwarden.config import Config, ConfigError, diff_pools, format_issues, load_config
 from poolwarden.http.head import RequestHead
 from poolwarden.master.binding import BindError, Listener, close_listener, open_listener
+from poolwarden.master.control import (
+    ControlServer,
+    ControlSocketError,
+    ControlSocketInUse,
+    socket_path,
+    start_control_server,
+)
 from poolwarden.master.frontend import FrontEnd, Route
 from poolwarden.master.frontend_log import FrontEndLog
 from poolwarden.master.pool import Pool, PoolState, StopReason
@@ -53,7 +60,6 @@ EXIT_ERROR = 1
 EXIT_APP_FAILED = 3
 """`poolwarden run` exits with this when the app cannot start (fail fast)."""
 
-CONTROL_SOCKET = "control.sock"
 FRONT_END_LOG = "frontend.log"
 
 
@@ -140,7 +146,13 @@ class Master:
         self.frontend = FrontEnd(
             loop, self.listeners, self.server.head_limits, self._route, self.frontend_log
         )
-        control = await self._start_control(loop)
+        try:
+            control = await self._start_control(loop)
+        except ControlSocketInUse as error:
+            print(f"poolwarden: {error}", file=sys.stderr)
+            os.close(self.access_log_fd)
+            self.frontend_log.close()
+            return EXIT_ERROR
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
         for pool in list(self.pools.values()):
@@ -156,20 +168,24 @@ class Master:
                 loop.remove_signal_handler(signum)
             if control is not None:
                 control.close()
+                await control.wait_closed()
             os.close(self.access_log_fd)
             self.frontend_log.close()
         return self.exit_code
 
-    async def _start_control(self, loop: asyncio.AbstractEventLoop) -> Any:
-        """The control API on STATE_DIR/control.sock, when it can be had."""
-        try:
-            from poolwarden.master.control import start_control_server
-        except ImportError:  # pragma: no cover - the API is part of the package
-            return None
-        path = os.path.join(self.server.state_dir, CONTROL_SOCKET)
+    async def _start_control(self, loop: asyncio.AbstractEventLoop) -> ControlServer | None:
+        """The control API on STATE_DIR/control.sock.
+
+        Another live server on the same state directory is fatal (two
+        servers would fight over its sockets, crash files and logs); any
+        other failure leaves this server running without the API, and says so.
+        """
+        path = socket_path(self.server.state_dir)
         try:
             return await start_control_server(loop, path, ControlAdapter(self))
-        except Exception as error:
+        except ControlSocketInUse:
+            raise
+        except ControlSocketError as error:
             log.error("control API not available at %s: %s", path, error)
             return None
 
