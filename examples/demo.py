@@ -1,65 +1,46 @@
-"""`make demo`: serve the demo site, a WSGI app and an ASGI app.
+"""`make demo`: serve the demo site from its configuration file.
 
-Each app runs in its own poolwarden server (one pool each) on loopback.
-Ctrl-C stops both gracefully.
+One server on 127.0.0.1:8000 with one site and two application pools:
+`/` is the WSGI app (pool `web`, two worker processes at most) and `/api`
+the ASGI app (pool `api`). Both start on their first request, as IIS pools
+do. Ctrl-C stops the server gracefully.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 
-SERVERS = [
-    ("WSGI", "examples.site_wsgi:app", os.environ.get("DEMO_WSGI_BIND", "127.0.0.1:8000")),
-    ("ASGI", "examples.site_asgi:app", os.environ.get("DEMO_ASGI_BIND", "127.0.0.1:8001")),
-]
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "demo.toml")
 
 TRY = """
-poolwarden demo site
-  WSGI app  http://{wsgi}/      (examples/site_wsgi.py, 2 worker processes)
-  ASGI app  http://{asgi}/      (examples/site_asgi.py, 1 worker process)
+poolwarden demo site: http://127.0.0.1:8000/  (examples/config/demo.toml)
+  /       pool "web": examples/site_wsgi.py (WSGI, up to 2 worker processes)
+  /api/   pool "api": examples/site_asgi.py (ASGI, mounted at /api)
 
-Try:
-  curl http://{wsgi}/env
-  curl -d 'hello' http://{wsgi}/echo
-  curl -N http://{wsgi}/stream
-  curl http://{asgi}/scope
-  curl 'http://{asgi}/slow?seconds=2'
-  curl -i -H 'Transfer-Encoding: chunked' -H 'Content-Length: 1' -d x http://{wsgi}/
+Try, in another terminal:
+  curl http://127.0.0.1:8000/env
+  curl -d 'hello' http://127.0.0.1:8000/echo
+  curl -N http://127.0.0.1:8000/stream
+  curl http://127.0.0.1:8000/api/scope
+  curl 'http://127.0.0.1:8000/slow?seconds=20' &  .venv/bin/poolwarden requests
+  .venv/bin/poolwarden pools
+  .venv/bin/poolwarden wp
+  .venv/bin/poolwarden pool recycle web
+  .venv/bin/poolwarden pool stop api; curl -i http://127.0.0.1:8000/api/   (503 pool_stopped)
+  .venv/bin/poolwarden pool start api
+  curl -i -H 'Transfer-Encoding: chunked' -H 'Content-Length: 1' -d x http://127.0.0.1:8000/
       (a request-smuggling shape: the front end answers 400 itself)
+  cat .poolwarden/frontend.log   (every request the front end answered itself)
 
-Ctrl-C stops the servers (they finish the requests in flight first).
+Ctrl-C stops the server (it finishes the requests in flight first).
 """
 
 
-def main() -> int:
-    processes = []
-    for index, (_label, app, bind) in enumerate(SERVERS):
-        command = [
-            sys.executable, "-m", "poolwarden", "run", app,
-            "--bind", bind,
-            "--state-dir", f".poolwarden/demo-{index}",
-            "--processes", "2" if index == 0 else "1",
-        ]  # fmt: skip
-        processes.append(subprocess.Popen(command))
-    print(
-        TRY.format(
-            wsgi=SERVERS[0][2], asgi=SERVERS[1][2], wsgi_port=SERVERS[0][2].rsplit(":", 1)[1]
-        )
-    )
-    try:
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    return max(process.wait() for process in processes)
+def main() -> None:
+    print(TRY, flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "poolwarden", "serve", "-c", CONFIG])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

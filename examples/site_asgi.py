@@ -52,7 +52,11 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     # `path` includes the mount path (`root_path`) where the app is mounted.
     path = scope["path"][len(scope["root_path"]) :] or "/"
     if path == "/":
-        text = f"poolwarden demo: ASGI app in worker {os.getpid()}\ntry /scope, /echo, /stream, /slow?seconds=3\n"
+        root = scope["root_path"]
+        text = (
+            f"poolwarden demo: ASGI app in worker {os.getpid()}\n"
+            f"try {root}/scope, {root}/echo, {root}/stream, {root}/slow?seconds=3\n"
+        )
         await _respond(send, text.encode())
     elif path == "/scope":
         shown = {key: repr(value) for key, value in scope.items()}

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import pwd
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from poolwarden.control_client import ControlClient
 from tests.conftest import Server, wait_until
@@ -385,3 +389,77 @@ pool = "web"
         ("web", ""),
         ("web", ""),
     ]
+
+
+def other_interpreter() -> str | None:
+    """A Python of this version other than the one running the tests (the
+    system's, say), able to import poolwarden's dependencies from this venv."""
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for directory in ("/usr/bin", "/usr/local/bin"):
+        candidate = os.path.join(directory, name)
+        if os.path.exists(candidate) and os.path.realpath(candidate) != os.path.realpath(
+            sys.executable
+        ):
+            return candidate
+    return None
+
+
+OTHER_PYTHON = other_interpreter()
+SITE_PACKAGES = sysconfig.get_paths()["purelib"]
+
+
+def interpreter_usable(user: str | None = None) -> bool:
+    """Whether OTHER_PYTHON (as `user`) imports poolwarden and its dependencies."""
+    if OTHER_PYTHON is None or (user is not None and os.geteuid() != 0):
+        return False
+    try:
+        probe = subprocess.run(
+            [OTHER_PYTHON, "-c", "import poolwarden.worker.bootstrap, httptools, msgspec"],
+            user=user,
+            cwd="/",
+            env={"PYTHONPATH": f"{Path.cwd() / 'src'}:{SITE_PACKAGES}"},
+            capture_output=True,
+            check=False,
+        )
+    except PermissionError:
+        return False
+    return probe.returncode == 0
+
+
+OTHER_POOL = """
+[pools.other]
+app = "tests.apps.pool_apps:{app}"
+working_dir = "{{repo}}"
+python = "{python}"
+env = {{{{ PYTHONPATH = "{{repo}}/src:{site}" }}}}
+start_mode = "always_running"
+{extra}
+"""
+
+
+def other_pool_config(app: str, extra: str = "") -> str:
+    return QUEUE.replace('pool = "busy"', 'pool = "other"') + OTHER_POOL.format(
+        app=app, python=OTHER_PYTHON, site=SITE_PACKAGES, extra=extra
+    )
+
+
+@pytest.mark.skipif(not interpreter_usable(), reason="no second Python of this version")
+def test_a_pool_runs_its_own_interpreter(start_serve: Any) -> None:
+    server = start_serve(other_pool_config("interpreter"))
+    server.wait_for_workers(2)
+    status, _, body = server.get("/")
+    assert status == 200
+    assert json.loads(body)["executable"] == OTHER_PYTHON
+
+
+@pytest.mark.skipif(
+    not interpreter_usable("nobody"), reason="needs root, and a Python the user nobody can run"
+)
+def test_workers_run_as_the_pool_user(start_serve: Any) -> None:
+    nobody = pwd.getpwnam("nobody")
+    extra = f'user = "nobody"\ngroup = {nobody.pw_gid}'
+    server = start_serve(other_pool_config("whoami", extra))
+    server.wait_for_workers(2)
+    status, _, body = server.get("/")
+    assert status == 200
+    assert json.loads(body) == {"uid": nobody.pw_uid, "gid": nobody.pw_gid}

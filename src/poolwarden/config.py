@@ -364,6 +364,8 @@ class Config:
             access_log_format=pool.access_log_format,
             start_mode=pool.start_mode,
             auto_start=pool.auto_start,
+            user=pool.user,
+            group=pool.group,
         )
 
     def server_settings(self) -> ServerSettings:

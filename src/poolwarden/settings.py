@@ -57,6 +57,9 @@ class PoolSettings(msgspec.Struct, frozen=True):
     start_mode: StartMode = "always_running"
     """`on_demand` (IIS's default for configured pools): the first request
     starts a worker. `poolwarden run` starts its workers at once."""
+    user: str | int | None = None
+    """Run the workers as this user (name or uid); needs a master running as root."""
+    group: str | int | None = None
     auto_start: bool = True
     """Started with the server; `false` leaves the pool stopped until
     `poolwarden pool start`."""

@@ -59,3 +59,21 @@ async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def whoami(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = json.dumps({"uid": os.getuid(), "gid": os.getgid()}).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+def interpreter(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    import sys
+
+    body = json.dumps({"executable": sys.executable}).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]

@@ -1,7 +1,7 @@
 """One worker process as the master sees it: spawn, channel, custody, exit.
 
 ```
- WorkerProcess ──Popen──▶ python -m poolwarden.worker CHANNEL SCOREBOARD LOG MASTER
+ WorkerProcess ──Popen──▶ python -m poolwarden.worker CHANNEL SCOREBOARD LOG MASTER CRASH
       │ channel (SEQPACKET): Boot, Dispatch(+fd) ─▶   ◀─ Ready|StartupFailed, Closed
       │ pidfd readable ─▶ the process ended: classify, answer its connections
       │ stdout/stderr pipes ─▶ OutputReader (prefixed lines, kept tail)
@@ -103,6 +103,11 @@ class WorkerProcess:
         slots = max(slots, settings.threads)
         self.scoreboard = Scoreboard.create(slots, f"poolwarden-{settings.name}")
         master_end, worker_end = ch.channel_pair()
+        # The master opens the crash file and the worker inherits it: a worker
+        # running as another user need not reach into the state directory.
+        crash_dir = os.path.join(self.state_dir, "crash")
+        spawning = os.path.join(crash_dir, f"{settings.name}-starting-{id(self)}.txt")
+        crash_fd = os.open(spawning, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         env = dict(os.environ)
         env.update(settings.env)
         env["PYTHONUNBUFFERED"] = "1"
@@ -114,6 +119,7 @@ class WorkerProcess:
             str(self.scoreboard.fd),
             str(self.access_log_fd),
             str(os.getpid()),
+            str(crash_fd),
         ]
         try:
             self.process = subprocess.Popen(
@@ -121,21 +127,26 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(worker_end.fileno(), self.scoreboard.fd, self.access_log_fd),
+                pass_fds=(worker_end.fileno(), self.scoreboard.fd, self.access_log_fd, crash_fd),
                 cwd=settings.working_dir,
                 env=env,
                 process_group=0,
+                user=settings.user,
+                group=settings.group,
             )
         except BaseException:
             # No process: nothing else would ever close these.
             master_end.close()
             self.scoreboard.close()
+            os.unlink(spawning)
             raise
         finally:
             worker_end.close()
+            os.close(crash_fd)
         self.pid = self.process.pid
         self.channel = master_end
-        self.crash_file = os.path.join(self.state_dir, "crash", f"{settings.name}-{self.pid}.txt")
+        self.crash_file = os.path.join(crash_dir, f"{settings.name}-{self.pid}.txt")
+        os.replace(spawning, self.crash_file)
         boot = msgspec.structs.replace(self.boot_template, crash_file=self.crash_file)
         master_end.send(ch.encode(boot))
         master_end.setblocking(False)

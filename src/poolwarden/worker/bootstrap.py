@@ -53,14 +53,15 @@ def receive_boot(channel: socket.socket) -> ch.Boot:
 
 
 def main(argv: list[str]) -> int:
-    channel_fd, scoreboard_fd, access_log_fd, master_pid = (int(arg) for arg in argv[:4])
+    channel_fd, scoreboard_fd, access_log_fd, master_pid, crash_fd = (int(arg) for arg in argv[:5])
     die_with_parent(master_pid)
     # The master drains workers itself; a terminal's Ctrl-C is for the master.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=channel_fd)
     boot = receive_boot(channel)
-    crash_file = open(boot.crash_file, "w")  # noqa: SIM115 - open for the process's life
-    faulthandler.enable(file=crash_file, all_threads=True)
+    # The master opened the crash file (`boot.crash_file`); it stays open
+    # for the process's life, so a crash at any moment can be written.
+    faulthandler.enable(file=crash_fd, all_threads=True)
     sys.path.insert(0, os.getcwd())
     scoreboard = Scoreboard.attach(scoreboard_fd)
     access_log = AccessLog(access_log_fd, boot.access_log_format) if boot.access_log else None
