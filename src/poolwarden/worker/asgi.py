@@ -28,6 +28,7 @@ import httptools
 from poolwarden import channel as ch
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, STATUS_LINES, simple_response, status_line
+from poolwarden.http.target import request_bytes, split_target
 from poolwarden.importer import describe_failure
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
@@ -466,15 +467,7 @@ class HttpProtocol(asyncio.Protocol):
         if http_version == "1.1" and self.host is None:
             raise _Refused(400, "bad_request", "HTTP/1.1 request without a Host header")
         url = self.url
-        query_at = url.find(b"?")
-        if query_at >= 0:
-            raw_path, query = url[:query_at], url[query_at + 1 :]
-        else:
-            raw_path, query = url, b""
-        if raw_path[:1] != b"/" and raw_path != b"*":
-            scheme_end = raw_path.find(b"://")
-            slash = raw_path.find(b"/", scheme_end + 3 if scheme_end >= 0 else 0)
-            raw_path = raw_path[slash:] if slash >= 0 else b"/"
+        raw_path, query = split_target(url)
         path = raw_path.decode("ascii", "replace")
         if "%" in path:
             path = unquote(path)
@@ -567,20 +560,13 @@ class HttpProtocol(asyncio.Protocol):
             )
             self.close()
             return
-        body = b"".join(cycle.body)
-        if chunked:
-            body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-        head = b"".join(
-            [
-                cycle.scope["method"].encode("ascii"),
-                b" ",
-                cycle.target,
-                b" HTTP/",
-                cycle.http_version.encode("ascii"),
-                b"\r\n",
-                *(name + b": " + value + b"\r\n" for name, value in headers),
-                b"\r\n",
-            ]
+        data = request_bytes(
+            cycle.scope["method"].encode("ascii"),
+            cycle.target,
+            cycle.http_version,
+            headers,
+            b"".join(cycle.body),
+            chunked=chunked,
         )
         sock = transport.get_extra_info("socket")
         self.handed_back = True
@@ -591,7 +577,7 @@ class HttpProtocol(asyncio.Protocol):
                 peer_host=self.dispatch.peer_host,
                 peer_port=self.dispatch.peer_port,
                 binding=self.dispatch.binding,
-                buffered=head + body,
+                buffered=data,
             ),
         )
         self.closing = True

@@ -33,6 +33,7 @@ from urllib.parse import unquote_to_bytes
 from poolwarden import channel as ch
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, simple_response
+from poolwarden.http.target import request_bytes, split_target
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
@@ -641,20 +642,13 @@ class Connection:
             )
             self.server.close(self)
             return
-        body = b"".join(request.body)
-        if chunked:
-            body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-        head = b"".join(
-            [
-                request.method,
-                b" ",
-                request.url,
-                b" HTTP/",
-                request.http_version.encode("ascii"),
-                b"\r\n",
-                *(name + b": " + value + b"\r\n" for name, value in request.headers),
-                b"\r\n",
-            ]
+        data = request_bytes(
+            request.method,
+            request.url,
+            request.http_version,
+            request.headers,
+            b"".join(request.body),
+            chunked=chunked,
         )
         self.server.hand_back(
             self,
@@ -663,25 +657,13 @@ class Connection:
                 peer_host=self.dispatch.peer_host,
                 peer_port=self.dispatch.peer_port,
                 binding=self.binding,
-                buffered=head + body,
+                buffered=data,
             ),
         )
 
     def environ(self, request: Request) -> dict[str, Any]:
         url = request.url
-        query_at = url.find(b"?")
-        if query_at >= 0:
-            raw_path, query = url[:query_at], url[query_at + 1 :]
-        else:
-            raw_path, query = url, b""
-        if raw_path[:1] != b"/" and raw_path != b"*":
-            # absolute-form target: keep the path only
-            scheme_end = raw_path.find(b"://")
-            slash = raw_path.find(b"/", scheme_end + 3 if scheme_end >= 0 else 0)
-            raw_path = raw_path[slash:] if slash >= 0 else b"/"
-        hash_at = raw_path.find(b"#")
-        if hash_at >= 0:
-            raw_path = raw_path[:hash_at]
+        raw_path, query = split_target(url)
         path = (
             unquote_to_bytes(raw_path).decode("latin-1")
             if b"%" in raw_path
