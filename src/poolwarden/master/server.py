@@ -97,6 +97,7 @@ class Master:
         self.stopping = False
         self.started_at = time.time()
         self._interrupts = 0
+        self._single_route: Route | None = None
         self._processes: dict[int, psutil.Process] = {}
 
     # start and stop
@@ -270,8 +271,11 @@ class Master:
     def _route(self, listener: Listener, head: RequestHead) -> Route | None:
         table = self.table
         if table is None:
-            pool = next(iter(self.pools.values()))
-            return Route(pool.dispatch, "")
+            route = self._single_route
+            if route is None:
+                pool = next(iter(self.pools.values()))
+                route = self._single_route = Route(pool.dispatch, "")
+            return route
         match = table.route(listener.text, head.host, head.path.decode("latin-1"))
         if match is None:
             return None
@@ -285,8 +289,10 @@ class Master:
     async def _reload_from_signal(self) -> None:
         try:
             await self.reload_config()
-        except (ConfigError, ValueError):
+        except ConfigError:
             pass  # logged by reload_config
+        except ValueError as error:
+            log.warning("SIGHUP ignored: %s", error)
 
     async def reload_config(self) -> dict[str, Any]:
         """Apply the config file again; the running config stays if it is invalid."""
