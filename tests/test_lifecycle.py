@@ -133,9 +133,10 @@ def test_worker_killed_mid_request_gives_502_and_is_replaced(
     assert status_of(response) == 502
     head = response.partition(b"\r\n\r\n")[0].lower()
     assert b"x-poolwarden-reason: worker_died" in head
+    seq = int(head.split(b"x-poolwarden-event: ", 1)[1].split(b"\r\n", 1)[0])
     assert body_of(response) == (
         b"Bad Gateway: the worker serving this request ended before it answered "
-        b"(killed by SIGKILL (signal 9)).\n"
+        b"(killed by SIGKILL (signal 9)). See `poolwarden events show %d`.\n" % seq
     )
     assert read_until_closed(idle) == b""
     idle.close()

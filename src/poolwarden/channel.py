@@ -158,8 +158,27 @@ class HandBack(msgspec.Struct, tag="hand_back", frozen=True, array_like=True):
     buffered: bytes
 
 
+class RuntimeFailure(msgspec.Struct, tag="runtime_failure", frozen=True, array_like=True):
+    """An exception escaped into poolwarden's worker runtime; the worker
+    exits right after sending this."""
+
+    exception_type: str
+    message: str
+    traceback: str
+
+
+class ThreadFailed(msgspec.Struct, tag="thread_failed", frozen=True, array_like=True):
+    """An exception ended a thread the app started (`threading.excepthook`);
+    the worker lives on."""
+
+    thread: str
+    exception_type: str
+    message: str
+    traceback: str
+
+
 ToWorker = Boot | Dispatch | Ping | Drain | Routes
-ToMaster = Ready | StartupFailed | Pong | Closed | HandBack
+ToMaster = Ready | StartupFailed | Pong | Closed | HandBack | RuntimeFailure | ThreadFailed
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)

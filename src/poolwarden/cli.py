@@ -94,6 +94,11 @@ def main() -> None:
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option(
+    "--events-stdout",
+    is_flag=True,
+    help="Also write every event as a JSON line to stdout (for log shippers).",
+)
+@click.option(
     "--on-startup-failure",
     type=click.Choice(["exit", "serve"]),
     default="exit",
@@ -149,6 +154,7 @@ def run(
     access_log: bool,
     access_log_format: str,
     log_level: str,
+    events_stdout: bool,
     on_startup_failure: str,
     keepalive_timeout: float,
     head_timeout: float,
@@ -168,6 +174,7 @@ def run(
         backlog=backlog,
         on_startup_failure=on_startup_failure,  # type: ignore[arg-type]
         log_level=log_level,
+        events_stdout=events_stdout,
     )
     pool = PoolSettings(
         name="default",
@@ -204,7 +211,14 @@ def run(
 @click.option(
     "--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Overrides server.log_level."
 )
-def serve(config_path: str, state_dir: str | None, log_level: str | None) -> None:
+@click.option(
+    "--events-stdout",
+    is_flag=True,
+    help="Also write every event as a JSON line to stdout (for log shippers).",
+)
+def serve(
+    config_path: str, state_dir: str | None, log_level: str | None, events_stdout: bool
+) -> None:
     """Serve the sites and pools of a configuration file."""
     import msgspec
 
@@ -222,6 +236,8 @@ def serve(config_path: str, state_dir: str | None, log_level: str | None) -> Non
         server = msgspec.structs.replace(server, state_dir=state_dir)
     if log_level is not None:
         server = msgspec.structs.replace(server, log_level=log_level)
+    if events_stdout:
+        server = msgspec.structs.replace(server, events_stdout=True)
     configure_logging(server.log_level)
     for warning in config.warnings:
         logging.getLogger("poolwarden").warning("%s: %s", warning.path, warning.message)
@@ -232,8 +248,10 @@ def serve(config_path: str, state_dir: str | None, log_level: str | None) -> Non
 
 def _register_admin_commands() -> None:
     from poolwarden.admin_cli import register
+    from poolwarden.events_cli import register as register_events
 
     register(main)
+    register_events(main)
 
 
 _register_admin_commands()

@@ -78,6 +78,8 @@ class ServerSettings(msgspec.Struct, frozen=True):
     (a terminal, a container's restart policy); `serve`: keep answering 503."""
     log_level: str = "info"
     dev_mode: bool = False
+    events_stdout: bool = False
+    """Also write every event as a JSON line to stdout (for log shippers)."""
     front_end_log: bool = True
     """Every request the front end answers itself, as a line in
     `STATE_DIR/frontend.log` (IIS's HTTPERR log)."""

@@ -22,12 +22,14 @@ class OutputReader:
         fd: int,
         prefix: str,
         tail: deque[str],
+        own_tail: deque[str] | None = None,
         sink_fd: int = 2,
     ) -> None:
         self._loop = loop
         self._fd = fd
         self._prefix = prefix.encode()
         self._tail = tail
+        self._own_tail = own_tail
         self._sink = sink_fd
         self._partial = b""
         self.closed = False
@@ -65,7 +67,10 @@ class OutputReader:
         out = []
         for line in lines:
             line = line.rstrip(b"\r")
-            self._tail.append(line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            self._tail.append(text)
+            if self._own_tail is not None:
+                self._own_tail.append(text)
             out.append(self._prefix + line + b"\n")
         try:
             os.write(self._sink, b"".join(out))

@@ -39,8 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from poolwarden import channel as ch
+from poolwarden.events import catalog
+from poolwarden.events.classify import EndedBy, classify
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
+from poolwarden.master.event_log import EventLog
 from poolwarden.master.worker_process import WorkerProcess, WorkerState
 from poolwarden.settings import PoolSettings, ServerSettings
 
@@ -68,6 +71,15 @@ class StopReason(enum.Enum):
     """A reload removed the pool."""
 
 
+_ENDED_BY: dict[StopReason | None, EndedBy] = {
+    StopReason.ADMINISTRATOR: "administrator",
+    StopReason.SHUTDOWN: "shutdown",
+    StopReason.REMOVED: "drain",
+    None: "shutdown",
+}
+"""What a worker's end event says poolwarden ended it for, by why the pool stops."""
+
+
 @dataclass(slots=True)
 class Waiting:
     """A connection waiting in the pool's queue for a worker."""
@@ -89,6 +101,7 @@ class Pool:
         on_refused: Callable[[ch.Dispatch, int, str, str], None] = lambda *args: None,
         on_hand_back: Callable[[socket.socket, ch.HandBack], None] = lambda sock, message: None,
         routes: list[dict[str, object]] | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -99,6 +112,7 @@ class Pool:
         self.on_refused = on_refused
         self.on_hand_back = on_hand_back
         self.routes = routes
+        self.events = events or EventLog(None)
         self.state = PoolState.STARTED
         self.stop_reason: StopReason | None = None
         self.workers: list[WorkerProcess] = []
@@ -181,6 +195,11 @@ class Pool:
             self._kill_timer = None
         self.last_event = "started by an administrator"
         log.info("pool %s: started by an administrator", self.name)
+        self.events.emit(
+            catalog.POOL_STARTED_BY_ADMINISTRATOR,
+            f"pool {self.name!r} was started by an administrator",
+            pool=self.name,
+        )
         self._start_workers()
 
     def stop(self) -> None:
@@ -189,9 +208,18 @@ class Pool:
             return
         self.last_event = "stopped by an administrator"
         log.info("pool %s: stopped by an administrator", self.name)
+        self.events.emit(
+            catalog.POOL_STOPPED_BY_ADMINISTRATOR,
+            f"pool {self.name!r} was stopped by an administrator",
+            pool=self.name,
+        )
         self.drain(self.settings.shutdown_time_limit, StopReason.ADMINISTRATOR)
 
-    def recycle(self, reason: str = "requested by an administrator") -> None:
+    def recycle(
+        self,
+        reason: str = "requested by an administrator",
+        event_id: int = catalog.RECYCLE_ADMINISTRATOR,
+    ) -> None:
         """Replace every worker with overlap: new ones first, old ones drained
         as each replacement becomes Ready."""
         if self.state is not PoolState.STARTED:
@@ -199,6 +227,14 @@ class Pool:
         old = self.serving_workers
         self.last_event = f"recycled ({reason})"
         log.info("pool %s: recycling %d worker(s): %s", self.name, len(old), reason)
+        for worker in old:
+            self.events.emit(
+                event_id,
+                f"worker {worker.pid} of pool {self.name!r} is recycled: {reason}",
+                pool=self.name,
+                pid=worker.pid,
+                details={"reason": reason},
+            )
         if not old:
             return
         self._recycling = True
@@ -213,7 +249,7 @@ class Pool:
         self.settings = settings
         self._boot = self._make_boot(settings, self.server, self.routes)
         if self.state is PoolState.STARTED:
-            self.recycle("its configuration changed")
+            self.recycle("its configuration changed", catalog.RECYCLE_CONFIG_CHANGE)
         elif self.state is PoolState.STARTUP_FAILED:
             # The new settings may be the fix: try again now.
             self.consecutive_failures = 0
@@ -270,6 +306,8 @@ class Pool:
             on_startup_failed=self._worker_startup_failed,
             on_exit=self._worker_exited,
             on_hand_back=self.on_hand_back,
+            on_ended=self._worker_ended,
+            on_thread_failed=self._thread_failed,
         )
         try:
             worker.spawn()
@@ -279,12 +317,26 @@ class Pool:
             return
         self.workers.append(worker)
         log.debug("pool %s: started worker %d", self.name, worker.pid)
+        self.events.emit(
+            catalog.WORKER_STARTED,
+            f"worker {worker.pid} of pool {self.name!r} started",
+            pool=self.name,
+            pid=worker.pid,
+            details={"python": self.settings.python, "app": self.settings.app},
+        )
 
     def _spawn_failed(self, error: OSError) -> None:
         """No process could be started (a wrong interpreter or working
         directory, no memory, no pids): a start-up failure, with the same
         back-off, rather than a retry at once and forever."""
         self.consecutive_failures += 1
+        self.events.emit(
+            catalog.WORKER_CREATE_FAILED,
+            f"pool {self.name!r}: a worker process could not be created: {error}",
+            pool=self.name,
+            details={"python": self.settings.python, "error": str(error)},
+            fingerprint=f"5022:{type(error).__name__}:{self.settings.python}",
+        )
         failure = ch.StartupFailure(
             phase="spawn",
             app=self.settings.app,
@@ -441,6 +493,13 @@ class Pool:
             self.settings.app,
         )
         self.consecutive_failures = 0
+        self.events.emit(
+            catalog.WORKER_READY,
+            f"worker {worker.pid} of pool {self.name!r} is ready ({worker.interface})",
+            pool=self.name,
+            pid=worker.pid,
+            details={"interface": worker.interface, "startup_seconds": worker.startup_seconds},
+        )
         if self.state is PoolState.STARTUP_FAILED:
             self.state = PoolState.STARTED
         if not worker.retiring:
@@ -452,7 +511,7 @@ class Pool:
         for old in self.workers:
             if old.retiring and old.state is WorkerState.READY:
                 log.info("pool %s: worker %d replaced; draining it", self.name, old.pid)
-                old.drain()
+                old.drain("recycle")
                 break
         if not any(w.retiring and w.state is not WorkerState.EXITED for w in self.workers):
             self._recycling = False
@@ -505,6 +564,26 @@ class Pool:
             return
         self._schedule_respawn()
 
+    def _worker_ended(self, worker: WorkerProcess) -> int | None:
+        """Classify the end of a reaped worker and write its event; the event's
+        sequence number goes in the 502s of the requests it left unanswered."""
+        classification = classify(worker.evidence())
+        seq = self.events.worker_ended(classification)
+        if seq is not None:
+            self.last_event = f"{classification.event_id} (seq {seq}): {classification.message}"
+        return seq
+
+    def _thread_failed(self, worker: WorkerProcess, message: ch.ThreadFailed) -> None:
+        log.warning(
+            "pool %s: worker %d: an exception ended thread %r: %s: %s",
+            self.name,
+            worker.pid,
+            message.thread,
+            message.exception_type,
+            message.message,
+        )
+        self.events.thread_failed(self.name, worker.pid, message)
+
     def _timed_out(self, worker: WorkerProcess) -> None:
         failure = ch.StartupFailure(
             phase="startup_timeout",
@@ -514,7 +593,6 @@ class Pool:
             f"({self.settings.startup_time_limit:g}s)",
         )
         self.last_failure = failure
-        worker.startup_failure = failure
         self.on_startup_failure(self, failure)
 
     def _abort_recycle(self, failed: WorkerProcess) -> None:
@@ -527,9 +605,16 @@ class Pool:
                 kept += 1
         for worker in self.workers:
             if worker.retiring is False and worker is not failed and not worker.ever_ready:
-                worker.kill()  # the other replacements would fail alike
+                worker.kill("recycle")  # the other replacements would fail alike
         reason = failed.startup_failure.headline() if failed.startup_failure else failed.exit_text
         self.last_event = f"recycle aborted: a replacement failed to start ({reason})"
+        self.events.emit(
+            catalog.RECYCLE_FAILED,
+            f"pool {self.name!r}: recycle aborted, {kept} old worker(s) keep serving: {reason}",
+            pool=self.name,
+            pid=failed.pid,
+            details={"replacement_pid": failed.pid, "kept": kept, "reason": reason},
+        )
         log.error(
             "pool %s: recycle aborted, %d old worker(s) keep serving: %s", self.name, kept, reason
         )
@@ -588,7 +673,7 @@ class Pool:
             self._respawn_timer = None
         self._refuse_queue(self._stopped_reason())
         for worker in list(self.workers):
-            worker.drain()
+            worker.drain(_ENDED_BY[reason])
         if self._kill_timer:
             self._kill_timer.cancel()
         self._kill_timer = self.loop.call_later(time_limit, self.kill)
@@ -609,7 +694,7 @@ class Pool:
             # One that reported a start-up failure is on its way out anyway.
             if worker.state is not WorkerState.EXITED and worker.startup_failure is None:
                 log.warning("pool %s: killing worker %d", self.name, worker.pid)
-            worker.kill()
+            worker.kill(_ENDED_BY[self.stop_reason])
         if not self.workers:
             self._stopped()
 

@@ -37,6 +37,7 @@ import psutil
 from poolwarden import __version__
 from poolwarden import channel as ch
 from poolwarden.config import Config, ConfigError, diff_pools, format_issues, load_config
+from poolwarden.events import catalog
 from poolwarden.http.head import RequestHead
 from poolwarden.master.binding import BindError, Listener, close_listener, open_listener
 from poolwarden.master.control import (
@@ -46,6 +47,7 @@ from poolwarden.master.control import (
     socket_path,
     start_control_server,
 )
+from poolwarden.master.event_log import PRUNE_EVERY, EventLog
 from poolwarden.master.frontend import FrontEnd, Route
 from poolwarden.master.frontend_log import FrontEndLog
 from poolwarden.master.pool import Pool, PoolState, StopReason
@@ -135,6 +137,7 @@ class Master:
         self.finished: asyncio.Future[None] = loop.create_future()
         # Workers write the access log straight to the master's stdout.
         self.access_log_fd = os.dup(sys.stdout.fileno())
+        self.events = EventLog.open(self.server.state_dir, to_stdout=self.server.events_stdout)
         self.frontend_log = FrontEndLog(
             os.path.join(self.server.state_dir, FRONT_END_LOG)
             if self.server.front_end_log
@@ -153,7 +156,18 @@ class Master:
             print(f"poolwarden: {error}", file=sys.stderr)
             os.close(self.access_log_fd)
             self.frontend_log.close()
+            self.events.close()
             return EXIT_ERROR
+        self.events.emit(
+            catalog.SERVER_STARTED,
+            f"poolwarden {__version__} started (pid {os.getpid()})",
+            details={
+                "bindings": [listener.text for listener in self.listeners],
+                "pools": list(self.pools),
+                "config_path": self.config_path,
+            },
+        )
+        pruning = loop.call_later(PRUNE_EVERY, self._prune)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
         for pool in list(self.pools.values()):
@@ -172,7 +186,16 @@ class Master:
                 await control.wait_closed()
             os.close(self.access_log_fd)
             self.frontend_log.close()
+            pruning.cancel()
+            self.events.emit(
+                catalog.SERVER_STOPPED, f"poolwarden stopped (exit status {self.exit_code})"
+            )
+            self.events.close()
         return self.exit_code
+
+    def _prune(self) -> None:
+        self.events.prune()
+        self.loop.call_later(PRUNE_EVERY, self._prune)
 
     async def _start_control(self, loop: asyncio.AbstractEventLoop) -> ControlServer | None:
         """The control API on STATE_DIR/control.sock.
@@ -201,6 +224,7 @@ class Master:
             on_refused=self.frontend_log.write_refused,
             on_hand_back=self._on_hand_back,
             routes=self.table.to_data() if self.table is not None else None,
+            events=self.events,
         )
 
     def _on_hand_back(self, sock: socket.socket, message: ch.HandBack) -> None:
@@ -231,6 +255,7 @@ class Master:
                     pool.kill()
             return
         self.stopping = True
+        self.events.emit(catalog.SERVER_STOPPING, "the server is stopping")
         self.frontend.stop_accepting()
         self.frontend.abandon_pending()
         for listener in self.listeners:
@@ -307,6 +332,11 @@ class Master:
                 "config reload refused, the running configuration stays:\n%s",
                 format_issues(error.errors),
             )
+            self.events.emit(
+                catalog.CONFIG_RELOAD_REFUSED,
+                f"config reload refused: {len(error.errors)} error(s) in {self.config_path}",
+                details={"issues": [[i.path, i.message] for i in error.errors]},
+            )
             raise
         new_server = new.server_settings()
         opened = self._open_new_listeners(new_server.binds)
@@ -340,6 +370,12 @@ class Master:
             "unchanged": diff.unchanged,
             "bindings_opened": [listener.text for listener in opened],
         }
+        self.events.emit(
+            catalog.CONFIG_RELOADED,
+            f"config reloaded: {len(diff.added)} pool(s) added, {len(diff.removed)} removed, "
+            f"{len(diff.changed)} changed",
+            details=result,
+        )
         log.info(
             "config reloaded: pools added %s, removed %s, changed %s, unchanged %s",
             diff.added or "none",

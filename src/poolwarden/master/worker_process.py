@@ -19,6 +19,7 @@ import asyncio
 import enum
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -29,11 +30,12 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from poolwarden import channel as ch
+from poolwarden.events.classify import EndedBy, WorkerEnd
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
 from poolwarden.master.exits import describe_exit
 from poolwarden.master.output import OutputReader
-from poolwarden.scoreboard import Phase, Scoreboard
+from poolwarden.scoreboard import Phase, Scoreboard, SlotView
 
 if TYPE_CHECKING:
     from poolwarden.settings import PoolSettings
@@ -42,6 +44,24 @@ log = logging.getLogger("poolwarden")
 
 OUTPUT_TAIL_LINES = 200
 """Lines of a worker's stdout and stderr kept for its crash report."""
+MAX_CRASH_DUMP = 256 * 1024
+CHANNEL_GRACE = 1.0
+"""Seconds between a worker's channel closing and the conclusion that it
+broke while the process lives (an exiting process closes it first)."""
+OOM_EVENTS = "/sys/fs/cgroup/memory.events"
+
+
+def read_oom_kills(path: str = OOM_EVENTS) -> int | None:
+    """The cgroup's count of OOM kills (cgroup v2), None when unreadable."""
+    try:
+        with open(path) as events:
+            for line in events:
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class WorkerState(enum.Enum):
@@ -66,6 +86,10 @@ class WorkerProcess:
         on_startup_failed: Callable[[WorkerProcess, ch.StartupFailure], None],
         on_exit: Callable[[WorkerProcess], None],
         on_hand_back: Callable[[socket.socket, ch.HandBack], None] = lambda sock, message: None,
+        on_ended: Callable[[WorkerProcess], int | None] = lambda worker: None,
+        on_thread_failed: Callable[[WorkerProcess, ch.ThreadFailed], None] = (
+            lambda worker, message: None
+        ),
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -76,6 +100,8 @@ class WorkerProcess:
         self.on_startup_failed = on_startup_failed
         self.on_exit = on_exit
         self.on_hand_back = on_hand_back
+        self.on_ended = on_ended
+        self.on_thread_failed = on_thread_failed
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -91,6 +117,16 @@ class WorkerProcess:
         replacement is Ready."""
         self.timed_out = False
         self.served_at_exit = 0
+        self.ended_by: EndedBy | None = None
+        self.startup_seconds: float | None = None
+        self.signals_sent: list[int] = []
+        self.channel_broken = False
+        self.runtime_failure: str | None = None
+        self.last_rss: int | None = None
+        self.stdout_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        self.stderr_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        self._final_busy: list[SlotView] = []
+        self._oom_kills_at_start = read_oom_kills()
         """Killed for not being Ready within the start-up time limit."""
         self.started_wall = time.time()
         self._startup_timer: asyncio.TimerHandle | None = None
@@ -152,10 +188,13 @@ class WorkerProcess:
         master_end.setblocking(False)
         prefix = f"[{settings.name} {self.pid}] "
         assert self.process.stdout is not None and self.process.stderr is not None
-        for pipe in (self.process.stdout, self.process.stderr):
+        for pipe, own_tail in (
+            (self.process.stdout, self.stdout_tail),
+            (self.process.stderr, self.stderr_tail),
+        ):
             fd = os.dup(pipe.fileno())
             pipe.close()
-            self._readers.append(OutputReader(self.loop, fd, prefix, self.tail))
+            self._readers.append(OutputReader(self.loop, fd, prefix, self.tail, own_tail))
         self.pidfd = os.pidfd_open(self.pid)
         self.loop.add_reader(self.pidfd, self._on_process_exit)
         limit = settings.startup_time_limit
@@ -204,20 +243,76 @@ class WorkerProcess:
         except OSError:
             pass
 
-    def drain(self) -> None:
+    def drain(self, reason: EndedBy = "drain") -> None:
+        """Ask the worker to finish what it serves and exit (`reason` is
+        recorded: recycle, shutdown, administrator...)."""
         if self.state in (WorkerState.STARTING, WorkerState.READY):
+            self.ended_by = self.ended_by or reason
             if self.state is WorkerState.STARTING:
-                self.kill()
+                self.kill(reason)
             self.state = WorkerState.DRAINING
             self.send(ch.Drain())
 
-    def kill(self) -> None:
+    def kill(self, reason: EndedBy = "shutdown") -> None:
         if self.returncode is None:
             self.killed_by_master = True
+            self.ended_by = self.ended_by or reason
+            self.signals_sent.append(signal.SIGKILL)
             try:
-                os.kill(self.pid, 9)
+                os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def evidence(self) -> WorkerEnd:
+        """What the event of this worker's end is made of (after it was reaped)."""
+        assert self.returncode is not None
+        in_flight = [
+            {
+                "method": slot.method,
+                "path": slot.path,
+                "client": slot.client,
+                "elapsed": round(max(0.0, time.time() - slot.started), 3),
+                "response_started": slot.phase is Phase.RESPONDING,
+            }
+            for slot in self._final_busy
+        ]
+        return WorkerEnd(
+            pool=self.settings.name,
+            pid=self.pid,
+            returncode=self.returncode,
+            ended_by=self.ended_by,
+            signals_sent=list(self.signals_sent),
+            startup_failure=self.startup_failure,
+            ever_ready=self.ever_ready,
+            channel_broken_while_alive=self.channel_broken,
+            unexpected_exception=self.runtime_failure,
+            stdout_tail=list(self.stdout_tail),
+            stderr_tail=list(self.stderr_tail),
+            crash_dump=self._read_crash_dump(),
+            oom_killed=self._oom_killed(),
+            last_rss=self.last_rss,
+            uptime=time.monotonic() - self.started_at,
+            requests_served=self.served_at_exit,
+            in_flight=in_flight,
+        )
+
+    def _read_crash_dump(self) -> str | None:
+        try:
+            with open(self.crash_file, errors="replace") as dump:
+                text = dump.read(MAX_CRASH_DUMP)
+        except OSError:
+            return None
+        return text or None
+
+    def _oom_killed(self) -> bool | None:
+        """Whether the kernel's OOM killer struck in our cgroup while this
+        worker lived (its `oom_kill` count went up); None when unknowable."""
+        if self._oom_kills_at_start is None:
+            return None
+        now = read_oom_kills()
+        if now is None:
+            return None
+        return now > self._oom_kills_at_start
 
     # events from the worker
 
@@ -233,6 +328,11 @@ class WorkerProcess:
                 os.close(fd)  # a handed-back connection: the master has its own copy
             if not payload:
                 self.loop.remove_reader(self.channel.fileno())
+                if self.returncode is None:
+                    # A worker that exits closes its channel a moment before
+                    # it can be reaped; one that still lives after a grace
+                    # period has lost its channel while running.
+                    self.loop.call_later(CHANNEL_GRACE, self._channel_lost)
                 return
             message = ch.decode_to_master(payload)
             if type(message) is ch.Closed:
@@ -246,6 +346,7 @@ class WorkerProcess:
                 if self.state is WorkerState.STARTING:
                     self.state = WorkerState.READY
                     self.ever_ready = True
+                    self.startup_seconds = round(time.monotonic() - self.started_at, 3)
                     if self._startup_timer is not None:
                         self._startup_timer.cancel()
                         self._startup_timer = None
@@ -253,10 +354,23 @@ class WorkerProcess:
             elif type(message) is ch.StartupFailed:
                 self.startup_failure = message.failure
                 self.on_startup_failed(self, message.failure)
+            elif type(message) is ch.RuntimeFailure:
+                self.runtime_failure = message.traceback
+            elif type(message) is ch.ThreadFailed:
+                self.on_thread_failed(self, message)
             elif type(message) is ch.HandBack:
                 sock = self.custody.pop(message.conn_id, None)
                 if sock is not None:
                     self.on_hand_back(sock, message)
+
+    def _channel_lost(self) -> None:
+        """The channel is gone but the process lives: it can no longer be told
+        anything, so it cannot be trusted (5011)."""
+        if self.returncode is not None:
+            return
+        self.channel_broken = True
+        log.error("pool %s: worker %d: its channel broke; killing it", self.settings.name, self.pid)
+        self.kill("drain")
 
     def _startup_timed_out(self) -> None:
         self._startup_timer = None
@@ -268,7 +382,7 @@ class WorkerProcess:
                 self.pid,
                 self.settings.startup_time_limit,
             )
-            self.kill()
+            self.kill("startup_time_limit")
 
     def busy_count(self) -> int:
         """Requests in the app or responding now, from the scoreboard."""
@@ -290,7 +404,10 @@ class WorkerProcess:
             reader.close()
         self.state = WorkerState.EXITED
         self.served_at_exit = self.scoreboard.served()
-        self._answer_orphaned_connections()
+        # The worker is reaped: nothing writes its slots any more.
+        self._final_busy = self.scoreboard.busy(final=True)
+        event_seq = self.on_ended(self)
+        self._answer_orphaned_connections(event_seq)
         try:
             self.loop.remove_reader(self.channel.fileno())
             self.loop.remove_writer(self.channel.fileno())
@@ -301,10 +418,12 @@ class WorkerProcess:
         self._remove_empty_crash_file()
         self.on_exit(self)
 
-    def _answer_orphaned_connections(self) -> None:
-        # The worker is reaped: nothing writes its slots any more.
-        busy = self.scoreboard.busy(final=True)
-        in_app = {slot.conn_id for slot in busy if slot.phase is Phase.APP}
+    def _answer_orphaned_connections(self, event_seq: int | None) -> None:
+        """A request whose response had not started gets a 502 naming the
+        event that explains it; an idle keep-alive connection is closed."""
+        in_app = {slot.conn_id for slot in self._final_busy if slot.phase is Phase.APP}
+        extra = (("X-Poolwarden-Event", str(event_seq)),) if event_seq is not None else ()
+        see = f" See `poolwarden events show {event_seq}`." if event_seq is not None else ""
         for conn_id, sock in self.custody.items():
             if conn_id in in_app:
                 answer_and_close(
@@ -313,8 +432,9 @@ class WorkerProcess:
                     simple_response(
                         502,
                         "Bad Gateway: the worker serving this request ended before it"
-                        f" answered ({self.exit_text}).\n",
+                        f" answered ({self.exit_text}).{see}\n",
                         reason_code="worker_died",
+                        extra_headers=extra,
                     ),
                 )
             else:

@@ -16,6 +16,9 @@ import os
 import signal
 import socket
 import sys
+import threading
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 from poolwarden import channel as ch
@@ -66,6 +69,7 @@ def main(argv: list[str]) -> int:
     scoreboard = Scoreboard.attach(scoreboard_fd)
     access_log = AccessLog(access_log_fd, boot.access_log_format) if boot.access_log else None
 
+    threading.excepthook = _report_thread_failures(channel)
     try:
         app = load_app(boot.app, factory=boot.factory)
         interface = boot.interface
@@ -75,13 +79,59 @@ def main(argv: list[str]) -> int:
         channel.send(ch.encode(ch.StartupFailed(error.failure)))
         return EXIT_STARTUP_FAILED
 
-    if interface == "asgi":
-        return run_asgi(app, boot, channel, scoreboard, access_log)
-    from poolwarden.worker.wsgi import WSGIServer
+    try:
+        if interface == "asgi":
+            return run_asgi(app, boot, channel, scoreboard, access_log)
+        from poolwarden.worker.wsgi import WSGIServer
 
-    channel.send(ch.encode(ch.Ready(pid=os.getpid(), interface="wsgi")))
-    WSGIServer(app, boot, channel, scoreboard, access_log).serve()
+        channel.send(ch.encode(ch.Ready(pid=os.getpid(), interface="wsgi")))
+        WSGIServer(app, boot, channel, scoreboard, access_log).serve()
+    except Exception as error:
+        # A bug in the runtime, not in a request: say what it was, then die
+        # with the traceback on stderr as well.
+        _send_quietly(
+            channel,
+            ch.RuntimeFailure(
+                exception_type=type(error).__qualname__,
+                message=str(error),
+                traceback="".join(traceback.format_exception(error)),
+            ),
+        )
+        raise
     return 0
+
+
+def _send_quietly(channel: socket.socket, message: ch.ToMaster) -> None:
+    try:
+        channel.send(ch.encode(message))
+    except OSError:
+        pass
+
+
+def _report_thread_failures(
+    channel: socket.socket,
+) -> Callable[[threading.ExceptHookArgs], None]:
+    """`threading.excepthook`: print as Python does, and tell the master."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        previous(args)
+        if args.exc_type is SystemExit:
+            return
+        error = args.exc_value
+        _send_quietly(
+            channel,
+            ch.ThreadFailed(
+                thread=args.thread.name if args.thread is not None else "?",
+                exception_type=args.exc_type.__qualname__,
+                message=str(error) if error is not None else "",
+                traceback="".join(
+                    traceback.format_exception(args.exc_type, error, args.exc_traceback)
+                ),
+            ),
+        )
+
+    return hook
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
