@@ -63,6 +63,8 @@ EXIT_APP_FAILED = 3
 """`poolwarden run` exits with this when the app cannot start (fail fast)."""
 
 FRONT_END_LOG = "frontend.log"
+RSS_SAMPLE_EVERY = 2.0
+"""Seconds between samples of every worker's RSS."""
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -167,7 +169,10 @@ class Master:
                 "config_path": self.config_path,
             },
         )
-        pruning = loop.call_later(PRUNE_EVERY, self._prune)
+        self._timers = [
+            loop.call_later(PRUNE_EVERY, self._prune),
+            loop.call_later(RSS_SAMPLE_EVERY, self._sample_rss),
+        ]
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
         for pool in list(self.pools.values()):
@@ -186,16 +191,26 @@ class Master:
                 await control.wait_closed()
             os.close(self.access_log_fd)
             self.frontend_log.close()
-            pruning.cancel()
+            for timer in self._timers:
+                timer.cancel()
             self.events.emit(
                 catalog.SERVER_STOPPED, f"poolwarden stopped (exit status {self.exit_code})"
             )
             self.events.close()
         return self.exit_code
 
+    def _sample_rss(self) -> None:
+        """Every worker's resident memory, kept so that the event of a worker
+        killed from outside (or by the OOM killer) can say how big it was."""
+        for pool in self.pools.values():
+            for worker in pool.workers:
+                if worker.returncode is None:
+                    worker.last_rss = self._resources(worker.pid)[0]
+        self._timers[1] = self.loop.call_later(RSS_SAMPLE_EVERY, self._sample_rss)
+
     def _prune(self) -> None:
         self.events.prune()
-        self.loop.call_later(PRUNE_EVERY, self._prune)
+        self._timers[0] = self.loop.call_later(PRUNE_EVERY, self._prune)
 
     async def _start_control(self, loop: asyncio.AbstractEventLoop) -> ControlServer | None:
         """The control API on STATE_DIR/control.sock.

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
+import psutil
 
 from poolwarden import channel as ch
 from poolwarden.events.classify import EndedBy, WorkerEnd
@@ -49,6 +50,14 @@ CHANNEL_GRACE = 1.0
 """Seconds between a worker's channel closing and the conclusion that it
 broke while the process lives (an exiting process closes it first)."""
 OOM_EVENTS = "/sys/fs/cgroup/memory.events"
+
+
+def process_rss(pid: int) -> int | None:
+    try:
+        rss: int = psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return None
+    return rss
 
 
 def read_oom_kills(path: str = OOM_EVENTS) -> int | None:
@@ -347,6 +356,7 @@ class WorkerProcess:
                     self.state = WorkerState.READY
                     self.ever_ready = True
                     self.startup_seconds = round(time.monotonic() - self.started_at, 3)
+                    self.last_rss = process_rss(self.pid)
                     if self._startup_timer is not None:
                         self._startup_timer.cancel()
                         self._startup_timer = None

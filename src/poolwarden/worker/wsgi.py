@@ -49,6 +49,8 @@ beyond that it closes the connection instead."""
 SWEEP_INTERVAL = 1.0
 
 _READABLE = select.EPOLLIN
+EXIT_RUNTIME_FAILURE = 70
+"""The worker's exit status after a runtime failure (EX_SOFTWARE)."""
 TAKEOVER_AFTER = 0.005
 """Seconds the leader may spend in one request before the stand-by thread
 takes over the other connections."""
@@ -700,6 +702,7 @@ class Connection:
         """Run the app for one request; True when the connection stays open."""
         server = self.server
         started = time.time()
+        escaped = False
         environ = self.environ(request)
         slot.begin(
             self.conn_id,
@@ -745,6 +748,11 @@ class Connection:
                 except OSError:
                     pass
             response.close_after = True
+        except BaseException:
+            # Escapes into the runtime, which ends the worker: the slot stays
+            # as it is, so the master sees this request was in flight.
+            escaped = True
+            raise
         finally:
             if result is not None and hasattr(result, "close"):
                 try:
@@ -753,7 +761,8 @@ class Connection:
                     failed = True
                     response.close_after = True
                     server.log_exception("error in the app's close()")
-            slot.end()
+            if not escaped:
+                slot.end()
         if server.access_log is not None:
             server.access_log.write(
                 client=self.dispatch.peer_host,
@@ -873,9 +882,33 @@ class WSGIServer:
 
     def _run(self, index: int) -> None:
         slot = self.scoreboard.writer(index)
-        while not self.stopped.is_set():
-            if self._await_leadership(index):
-                self._lead(index, slot)
+        try:
+            while not self.stopped.is_set():
+                if self._await_leadership(index):
+                    self._lead(index, slot)
+        except BaseException as error:
+            self._runtime_failed(error)
+
+    def _runtime_failed(self, error: BaseException) -> None:
+        """An exception escaped a serving thread (from the app, a
+        BaseException the request path does not catch, or a bug here). The
+        worker cannot be trusted to serve on: say why, then end at once."""
+        text = "".join(traceback.format_exception(error))
+        sys.stderr.write(f"poolwarden worker runtime failure:\n{text}")
+        sys.stderr.flush()
+        try:
+            self.channel.send(
+                ch.encode(
+                    ch.RuntimeFailure(
+                        exception_type=type(error).__qualname__,
+                        message=str(error),
+                        traceback=text,
+                    )
+                )
+            )
+        except OSError:
+            pass
+        os._exit(EXIT_RUNTIME_FAILURE)
 
     def _await_leadership(self, index: int) -> bool:
         """Wait as stand-by or follower; True once this thread leads."""
