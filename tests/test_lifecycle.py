@@ -363,6 +363,27 @@ def test_a_worker_that_cannot_be_spawned_fails_fast(
     assert master.pools["default"].workers == []
 
 
+def test_dev_mode_shows_the_start_up_traceback_in_the_503_page(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(
+        f"{BROKEN}:app", "--on-startup-failure", "serve", "--dev-mode", wait_ready=False
+    )
+    server.port = int(server.wait_for_stderr(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
+    server.wait_for_stderr(r"cannot start app")
+
+    def page() -> tuple[int, dict[str, str], bytes] | None:
+        answer = server.get("/")
+        return answer if "x-poolwarden-event" in answer[1] else None
+
+    status, headers, body = wait_until(page, what="a 503 naming the event")  # type: ignore[misc]
+    assert status == 503
+    assert headers["content-type"].startswith("text/html")
+    assert b"KeyError: &#x27;DATABASE_URL is not set&#x27;" in body
+    assert b"tests.apps.broken_import" in body
+    assert b"Traceback (most recent call last)" in body
+
+
 def test_serve_mode_answers_503_while_the_app_cannot_start(start_server: ServerFactory) -> None:
     server = start_server(f"{BROKEN}:app", "--on-startup-failure", "serve", wait_ready=False)
     server.port = int(server.wait_for_stderr(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
@@ -372,7 +393,16 @@ def test_serve_mode_answers_503_while_the_app_cannot_start(start_server: ServerF
         assert status == 503
         assert headers["x-poolwarden-reason"] == "startup_failed"
         assert headers["retry-after"] == "5"
-        assert b"KeyError: 'DATABASE_URL is not set'" in body
+        assert b"DATABASE_URL" not in body  # without dev mode, never the traceback
+
+    def named() -> tuple[int, dict[str, str], bytes] | None:
+        answer = server.get("/")
+        return answer if "x-poolwarden-event" in answer[1] else None
+
+    _, headers, body = wait_until(named, what="a 503 naming the event")  # type: ignore[misc]
+    seq = headers["x-poolwarden-event"]
+    assert f"poolwarden events show {seq}".encode() in body
+    assert b"DATABASE_URL" not in body
     assert server.process.poll() is None
     assert "poolwarden: cannot start app" not in server.stderr()
 

@@ -99,6 +99,11 @@ def main() -> None:
     help="Also write every event as a JSON line to stdout (for log shippers).",
 )
 @click.option(
+    "--dev-mode",
+    is_flag=True,
+    help="Show the app's start-up traceback in 503 pages (never on a public server).",
+)
+@click.option(
     "--on-startup-failure",
     type=click.Choice(["exit", "serve"]),
     default="exit",
@@ -155,6 +160,7 @@ def run(
     access_log_format: str,
     log_level: str,
     events_stdout: bool,
+    dev_mode: bool,
     on_startup_failure: str,
     keepalive_timeout: float,
     head_timeout: float,
@@ -175,6 +181,7 @@ def run(
         on_startup_failure=on_startup_failure,  # type: ignore[arg-type]
         log_level=log_level,
         events_stdout=events_stdout,
+        dev_mode=dev_mode,
     )
     pool = PoolSettings(
         name="default",

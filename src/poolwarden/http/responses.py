@@ -58,6 +58,7 @@ def simple_response(
     reason_code: str | None = None,
     extra_headers: tuple[tuple[str, str], ...] = (),
     head_only: bool = False,
+    content_type: str = "text/plain; charset=utf-8",
 ) -> bytes:
     """A complete `Connection: close` response with a plain-text body.
 
@@ -70,7 +71,7 @@ def simple_response(
         status_line(status),
         b"server: " + SERVER_NAME + b"\r\n",
         DATE.header(),
-        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-type: %s\r\n" % content_type.encode("latin-1"),
         b"content-length: %d\r\n" % len(payload),
         b"connection: close\r\n",
     ]

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from poolwarden import channel as ch
 from poolwarden.events import catalog
 from poolwarden.events.classify import EndedBy, classify
+from poolwarden.http.error_page import startup_failure_page
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
 from poolwarden.master.event_log import EventLog
@@ -121,6 +122,8 @@ class Pool:
         self.consecutive_failures = 0
         self._turn = 0
         self.last_failure: ch.StartupFailure | None = None
+        self.last_failure_seq: int | None = None
+        """The event of the last start-up failure, named in 503 startup_failed."""
         self._respawn_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
         self._recycling = False
@@ -444,15 +447,25 @@ class Pool:
             "administrator.",
             "shutting_down": "Service Unavailable: the server is shutting down.",
         }[reason]
-        if reason.startswith("startup_") and self.last_failure is not None:
-            text += f"\n{self.last_failure.headline()}"
-        retry = () if reason in ("shutting_down", "pool_stopped") else (("Retry-After", "5"),)
-        self.on_refused(message, 503, reason, self.name)
-        answer_and_close(
-            self.loop,
-            sock,
-            simple_response(503, text + "\n", reason_code=reason, extra_headers=retry),
+        retry: tuple[tuple[str, str], ...] = (
+            () if reason in ("shutting_down", "pool_stopped") else (("Retry-After", "5"),)
         )
+        self.on_refused(message, 503, reason, self.name)
+        failure, seq = self.last_failure, self.last_failure_seq
+        if reason.startswith("startup_") and seq is not None:
+            retry += (("X-Poolwarden-Event", str(seq)),)
+            text += f"\nSee event {seq}: poolwarden events show {seq}"
+        if reason.startswith("startup_") and failure is not None and self.server.dev_mode:
+            response = simple_response(
+                503,
+                startup_failure_page(self.name, failure, seq),
+                reason_code=reason,
+                extra_headers=retry,
+                content_type="text/html; charset=utf-8",
+            )
+        else:
+            response = simple_response(503, text + "\n", reason_code=reason, extra_headers=retry)
+        answer_and_close(self.loop, sock, response)
 
     def _at_capacity(self, worker: WorkerProcess) -> bool:
         """A WSGI worker whose every thread has a request: a new connection
@@ -571,6 +584,8 @@ class Pool:
         seq = self.events.worker_ended(classification)
         if seq is not None:
             self.last_event = f"{classification.event_id} (seq {seq}): {classification.message}"
+            if not worker.ever_ready:
+                self.last_failure_seq = seq
         return seq
 
     def _thread_failed(self, worker: WorkerProcess, message: ch.ThreadFailed) -> None:
