@@ -17,6 +17,7 @@ TRY = """
 poolwarden demo site: http://127.0.0.1:8000/  (examples/config/demo.toml)
   /       pool "web": examples/site_wsgi.py (WSGI, up to 2 worker processes)
   /api/   pool "api": examples/site_asgi.py (ASGI, mounted at /api)
+  /broken/ pool "broken": examples/broken_app.py, which cannot start
 
 Try, in another terminal:
   curl http://127.0.0.1:8000/env
@@ -32,6 +33,10 @@ Try, in another terminal:
   curl -i -H 'Transfer-Encoding: chunked' -H 'Content-Length: 1' -d x http://127.0.0.1:8000/
       (a request-smuggling shape: the front end answers 400 itself)
   cat .poolwarden/frontend.log   (every request the front end answered itself)
+  curl -i http://127.0.0.1:8000/crash     (the worker segfaults: a 502 naming its event)
+  curl -i http://127.0.0.1:8000/broken/   (503 startup_failed, naming its event)
+  .venv/bin/poolwarden events             (why: every worker start and death)
+  .venv/bin/poolwarden events show SEQ    (one event, with its traceback or crash dump)
 
 Ctrl-C stops the server (it finishes the requests in flight first).
 """

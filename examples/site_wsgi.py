@@ -20,6 +20,7 @@ INDEX = """<!doctype html>
 <li><a href="/stream">/stream</a>: a response streamed in chunks</li>
 <li><a href="/slow?seconds=3">/slow?seconds=3</a>: a slow request</li>
 <li><code>curl -d 'some body' http://HOST/echo</code>: echoes a request body</li>
+<li><a href="/crash">/crash</a>: crashes this worker in C (a segfault), to see the 502 and its event</li>
 </ul>
 """
 
@@ -40,6 +41,13 @@ def _stream(count: int) -> Iterator[bytes]:
         time.sleep(0.2)
 
 
+def _crash_in_c() -> None:
+    """Reads address 0 through ctypes: a segfault, as a buggy C extension would."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
     if path == "/":
@@ -55,6 +63,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _stream(5)
+    if path == "/crash":
+        _crash_in_c()
     if path == "/slow":
         query = dict(
             part.partition("=")[::2] for part in environ["QUERY_STRING"].split("&") if part

@@ -574,7 +574,7 @@ def test_bad_query_parameters_are_400(running: Running, path: str, word: str) ->
 def test_config(running: Running) -> None:
     response = call(running, "GET", "/v1/config")
     assert response.status == 200
-    assert set(response.body["pools"]) == {"web", "api"}
+    assert set(response.body["pools"]) == {"web", "api", "broken"}
 
 
 def test_config_in_run_mode(running: Running) -> None:

@@ -275,7 +275,10 @@ class Pool:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED) and self.stop_reason:
             reason = self.stop_reason.value
         elif self.state is PoolState.STARTUP_FAILED and self.last_failure is not None:
-            reason = self.last_failure.headline()
+            failure = self.last_failure
+            reason = f"{failure.exception_type}: {failure.message}"
+            if len(reason) > 60:
+                reason = reason[:59] + "…"
         if (
             self.state is PoolState.STARTED
             and not any(worker.state is WorkerState.READY for worker in self.workers)
@@ -583,7 +586,7 @@ class Pool:
         classification = classify(worker.evidence())
         seq = self.events.worker_ended(classification)
         if seq is not None:
-            self.last_event = f"{classification.event_id} (seq {seq}): {classification.message}"
+            self.last_event = f"{classification.event_id} #{seq}"
             if not worker.ever_ready:
                 self.last_failure_seq = seq
         return seq
