@@ -41,6 +41,7 @@ from poolwarden.control_client import (
     ControlClientError,
     ControlError,
 )
+from poolwarden.events.render import format_age
 from poolwarden.settings import DEFAULT_STATE_DIR
 from poolwarden.units import parse_duration
 
@@ -151,13 +152,7 @@ def format_uptime(seconds: float | None) -> str:
 
 def format_elapsed(seconds: float | None) -> str:
     """A request's age: `0.25s`, `12.3s`, then as `format_uptime`."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return NONE
-    if seconds < 1:
-        return f"{seconds:.2f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    return format_uptime(seconds)
+    return format_age(seconds)
 
 
 def format_bytes(size: int | None) -> str:
@@ -422,6 +417,11 @@ def server_options(function: F) -> F:
     function = click.option(
         "--json", "as_json", is_flag=True, help="Print the server's JSON answer as it came."
     )(function)
+    return location_options(function)
+
+
+def location_options(function: F) -> F:
+    """`--state-dir` and `-c/--config`: which server (or state directory) is meant."""
     function = click.option(
         "-c",
         "--config",

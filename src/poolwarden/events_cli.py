@@ -33,7 +33,13 @@ import msgspec
 from rich.console import Console
 from rich.text import Text
 
-from poolwarden.admin_cli import StateDirError, fail, format_issues, locate_state_dir
+from poolwarden.admin_cli import (
+    StateDirError,
+    fail,
+    format_issues,
+    locate_state_dir,
+    location_options,
+)
 from poolwarden.events.catalog import CATALOG, LEVELS, UnknownEventId, explain, lookup
 from poolwarden.events.render import (
     EVENT_COLUMNS,
@@ -66,24 +72,8 @@ LEVEL_STYLES = {"error": "red", "warning": "yellow", "info": ""}
 # --- options ----------------------------------------------------------------------------
 
 
-def store_options(function: F) -> F:
-    """`--state-dir` and `-c/--config`: where the event log is."""
-    function = click.option(
-        "-c",
-        "--config",
-        "config_file",
-        metavar="FILE",
-        default=None,
-        help="Find the state directory from this config file's server.state_dir.  "
-        "[default: $POOLWARDEN_CONFIG]",
-    )(function)
-    function = click.option(
-        "--state-dir",
-        metavar="DIR",
-        default=None,
-        help="The server's state directory.  [default: .poolwarden, or $POOLWARDEN_STATE_DIR]",
-    )(function)
-    return function
+store_options = location_options
+"""`--state-dir` and `-c/--config`: where the event log is (as the admin commands)."""
 
 
 def _since_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
