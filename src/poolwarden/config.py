@@ -364,6 +364,9 @@ class Config:
             access_log_format=pool.access_log_format,
             start_mode=pool.start_mode,
             auto_start=pool.auto_start,
+            rapid_fail_enabled=pool.rapid_fail.enabled,
+            rapid_fail_max_crashes=pool.rapid_fail.max_crashes,
+            rapid_fail_interval=pool.rapid_fail.interval,
             user=pool.user,
             group=pool.group,
         )

@@ -54,6 +54,11 @@ class PoolSettings(msgspec.Struct, frozen=True):
     access_log_format: AccessLogFormat = "combined"
     scoreboard_slots: int = 256
     """Concurrent requests one ASGI worker records in the scoreboard."""
+    rapid_fail_enabled: bool = True
+    """IIS's rapidFailProtection: disable a pool that keeps failing."""
+    rapid_fail_max_crashes: int = 5
+    rapid_fail_interval: float = 300.0
+    """Failures (`max_crashes`) within this many seconds disable the pool; IIS: 5 in 5 min."""
     start_mode: StartMode = "always_running"
     """`on_demand` (IIS's default for configured pools): the first request
     starts a worker. `poolwarden run` starts its workers at once."""

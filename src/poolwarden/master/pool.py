@@ -34,11 +34,21 @@ import enum
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from poolwarden import channel as ch
+from poolwarden.activation.rapid_fail import (
+    FailureWindow,
+    RapidFailPolicy,
+    record_failure,
+    restart_delay,
+    standing,
+)
 from poolwarden.events import catalog
 from poolwarden.events.classify import EndedBy, classify
 from poolwarden.http.error_page import startup_failure_page
@@ -52,13 +62,13 @@ log = logging.getLogger("poolwarden")
 
 QUEUE_RECHECK = 0.005
 """Seconds between looks at a busy pool's workers while connections wait."""
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
 
 
 class PoolState(enum.Enum):
     STARTED = "started"
     STARTUP_FAILED = "startup_failed"
+    DISABLED = "disabled"
+    """Rapid-fail protection stopped it: 503 pool_disabled until started again."""
     STOPPING = "stopping"
     STOPPED = "stopped"
 
@@ -123,6 +133,9 @@ class Pool:
         self._turn = 0
         self.last_failure: ch.StartupFailure | None = None
         self.last_failure_seq: int | None = None
+        self.failures = FailureWindow()
+        self.disabled_seq: int | None = None
+        """The 5002 event that disabled the pool, named in its 503s."""
         """The event of the last start-up failure, named in 503 startup_failed."""
         self._respawn_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
@@ -185,9 +198,12 @@ class Pool:
                 self._spawn()
 
     def resume(self) -> None:
-        """`poolwarden pool start`: serve again after a stop."""
+        """`poolwarden pool start`: serve again after a stop, or after rapid-fail
+        protection disabled the pool (its failure window starts afresh)."""
         if self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
             return
+        self.failures = FailureWindow()
+        self.disabled_seq = None
         if self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
             raise ValueError(f"pool {self.name!r} is shutting down")
         self.state = PoolState.STARTED
@@ -274,6 +290,12 @@ class Pool:
         reason: str | None = None
         if self.state in (PoolState.STOPPING, PoolState.STOPPED) and self.stop_reason:
             reason = self.stop_reason.value
+        elif self.state is PoolState.DISABLED:
+            policy = self.rapid_fail
+            reason = (
+                f"rapid-fail protection: {policy.max_crashes} failures within "
+                + (standing(policy.max_crashes, policy).rsplit(" within ", 1)[-1])
+            )
         elif self.state is PoolState.STARTUP_FAILED and self.last_failure is not None:
             failure = self.last_failure
             reason = f"{failure.exception_type}: {failure.message}"
@@ -300,7 +322,7 @@ class Pool:
         }
 
     def _spawn(self) -> None:
-        if self.state in (PoolState.STOPPING, PoolState.STOPPED):
+        if self.state in (PoolState.STOPPING, PoolState.STOPPED, PoolState.DISABLED):
             return  # a failure reported by an earlier spawn stopped the pool
         worker = WorkerProcess(
             self.loop,
@@ -336,13 +358,18 @@ class Pool:
         directory, no memory, no pids): a start-up failure, with the same
         back-off, rather than a retry at once and forever."""
         self.consecutive_failures += 1
-        self.events.emit(
+        verdict = record_failure(self.failures, self.rapid_fail, time.monotonic())
+        self.failures = verdict.window
+        seq = self.events.emit(
             catalog.WORKER_CREATE_FAILED,
             f"pool {self.name!r}: a worker process could not be created: {error}",
             pool=self.name,
             details={"python": self.settings.python, "error": str(error)},
             fingerprint=f"5022:{type(error).__name__}:{self.settings.python}",
         )
+        if verdict.disable:
+            self._disable(verdict.count, f"cannot start a worker process: {error}", {}, seq)
+            return
         failure = ch.StartupFailure(
             phase="spawn",
             app=self.settings.app,
@@ -371,7 +398,9 @@ class Pool:
             if worker is not None:
                 self._grow_if_busy()
                 state = PoolState.STARTED  # all busy: it waits in the queue
-        if state is PoolState.STARTUP_FAILED:
+        if state is PoolState.DISABLED:
+            self._refuse(sock, message, "pool_disabled")
+        elif state is PoolState.STARTUP_FAILED:
             self._refuse(sock, message, self._failure_reason())
         elif state is not PoolState.STARTED:
             self._refuse(sock, message, self._stopped_reason())
@@ -448,11 +477,18 @@ class Pool:
             "queue_full": f"Service Unavailable: the queue of pool {self.name!r} is full.",
             "pool_stopped": f"Service Unavailable: pool {self.name!r} was stopped by an "
             "administrator.",
+            "pool_disabled": f"Service Unavailable: pool {self.name!r} was disabled by "
+            "rapid-fail protection after its workers kept failing.",
             "shutting_down": "Service Unavailable: the server is shutting down.",
         }[reason]
         retry: tuple[tuple[str, str], ...] = (
-            () if reason in ("shutting_down", "pool_stopped") else (("Retry-After", "5"),)
+            ()
+            if reason in ("shutting_down", "pool_stopped", "pool_disabled")
+            else (("Retry-After", "5"),)
         )
+        if reason == "pool_disabled" and self.disabled_seq is not None:
+            retry += (("X-Poolwarden-Event", str(self.disabled_seq)),)
+            text += f"\nSee event {self.disabled_seq}: poolwarden events show {self.disabled_seq}"
         self.on_refused(message, 503, reason, self.name)
         failure, seq = self.last_failure, self.last_failure_seq
         if reason.startswith("startup_") and seq is not None:
@@ -541,6 +577,8 @@ class Pool:
         if worker in self.workers:
             self.workers.remove(worker)
             self.requests_served_by_gone_workers += worker.served_at_exit
+        if self.state is PoolState.DISABLED:
+            return  # rapid-fail protection: nothing more is started
         stopping = self.state in (PoolState.STOPPING, PoolState.STOPPED)
         if worker.startup_failure is not None:
             pass  # logged when it arrived
@@ -580,11 +618,70 @@ class Pool:
             return
         self._schedule_respawn()
 
+    @property
+    def rapid_fail(self) -> RapidFailPolicy:
+        settings = self.settings
+        return RapidFailPolicy(
+            enabled=settings.rapid_fail_enabled,
+            max_crashes=settings.rapid_fail_max_crashes,
+            interval=settings.rapid_fail_interval,
+        )
+
+    def _disable(
+        self, count: int, last_message: str, last_details: dict[str, object], last_seq: int | None
+    ) -> None:
+        """Rapid-fail protection trips: no more workers; every request to the
+        pool gets 503 pool_disabled until an administrator starts it again."""
+        policy = self.rapid_fail
+        where = standing(count, policy)
+        log.error(
+            "pool %s: disabled by rapid-fail protection (%s); start it with "
+            "`poolwarden pool start %s` once fixed",
+            self.name,
+            where,
+            self.name,
+        )
+        self.state = PoolState.DISABLED
+        if self._respawn_timer:
+            self._respawn_timer.cancel()
+            self._respawn_timer = None
+        self.disabled_seq = self.events.emit(
+            catalog.POOL_DISABLED_RAPID_FAIL,
+            f"pool {self.name!r} disabled by rapid-fail protection after {count} failures "
+            f"within {standing(count, policy).rsplit(' within ', 1)[-1]}; last: {last_message}",
+            pool=self.name,
+            details={
+                "failures": count,
+                "max_crashes": policy.max_crashes,
+                "interval": policy.interval,
+                "last_failure_seq": last_seq,
+                "last_failure": last_message,
+                "last_failure_details": last_details,
+            },
+            fingerprint=f"5002 {self.name}",
+        )
+        self.last_event = f"{catalog.POOL_DISABLED_RAPID_FAIL} #{self.disabled_seq}"
+        self._refuse_queue("pool_disabled")
+        for worker in list(self.workers):
+            worker.drain("drain")
+
     def _worker_ended(self, worker: WorkerProcess) -> int | None:
         """Classify the end of a reaped worker and write its event; the event's
         sequence number goes in the 502s of the requests it left unanswered."""
         classification = classify(worker.evidence())
+        verdict = None
+        if classification.counts_as_failure:
+            verdict = record_failure(self.failures, self.rapid_fail, time.monotonic())
+            self.failures = verdict.window
+            where = standing(verdict.count, self.rapid_fail)
+            classification = msgspec.structs.replace(
+                classification,
+                message=f"{classification.message}; {where}",
+                details={**classification.details, "rapid_fail": where},
+            )
         seq = self.events.worker_ended(classification)
+        if verdict is not None and verdict.disable:
+            self._disable(verdict.count, classification.message, classification.details, seq)
         if seq is not None:
             self.last_event = f"{classification.event_id} #{seq}"
             if not worker.ever_ready:
@@ -658,9 +755,7 @@ class Pool:
         missing = self._wanted() - len(self.serving_workers)
         if missing <= 0:
             return
-        delay = 0.0
-        if self.consecutive_failures > 1:
-            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.consecutive_failures - 2))
+        delay = restart_delay(self.consecutive_failures)
         self._respawn_timer = self.loop.call_later(delay, self._respawn)
 
     def _wanted(self) -> int:

@@ -441,7 +441,10 @@ class Master:
         pools = {name: pool.status()["state"] for name, pool in self.pools.items()}
         if self.stopping:
             status = "draining"
-        elif any(pool.state is PoolState.STARTUP_FAILED for pool in self.pools.values()):
+        elif any(
+            pool.state in (PoolState.STARTUP_FAILED, PoolState.DISABLED)
+            for pool in self.pools.values()
+        ):
             status = "degraded"
         else:
             status = "ok"

@@ -1,0 +1,71 @@
+"""Rapid-fail protection with real processes: a crash loop disables its pool."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from poolwarden.control_client import ControlClient
+from poolwarden.events import catalog
+from poolwarden.events.store import EventStore
+from tests.conftest import wait_until
+
+CONFIG = """
+[server]
+state_dir = "{state_dir}"
+
+[sites.main]
+bindings = ["127.0.0.1:0"]
+
+[[sites.main.applications]]
+path = "/"
+pool = "loop"
+
+[pools.loop]
+app = "tests.apps.crash_loop:app"
+working_dir = "{repo}"
+start_mode = "always_running"
+env = {{ CRASH_LOOP_FIXED = "@MARKER@" }}
+"""
+
+
+def test_a_crash_loop_disables_the_pool_and_pool_start_recovers_it(
+    start_serve: Any, tmp_path: Path
+) -> None:
+    fixed = tmp_path / "fixed"
+    server = start_serve(CONFIG.replace("@MARKER@", str(fixed)))
+    control = ControlClient(str(server.state_dir))
+    wait_until(
+        lambda: control.get("/v1/pools/loop")["state"] == "disabled",
+        timeout=60,
+        what="rapid-fail protection to disable the pool",
+    )
+    with EventStore.open_reader(server.state_dir) as store:
+        failures = store.query(pool="loop", event_id=catalog.WORKER_STARTUP_FAILED)
+        [disabled] = store.query(pool="loop", event_id=catalog.POOL_DISABLED_RAPID_FAIL)
+    assert len(failures) == 5
+    assert [f.message.rsplit("; ", 1)[-1] for f in failures] == [
+        f"failure {n} of 5 within 5m" for n in range(1, 6)
+    ]
+    assert disabled.details["failures"] == 5
+    assert disabled.details["last_failure_seq"] == failures[-1].seq
+    last = disabled.details["last_failure_details"]["startup_failure"]
+    assert last["module"] == "tests.apps.crash_loop"
+    assert "the database is not reachable" in last["message"]
+    assert "Traceback" in last["traceback"]
+    # answered by the front end at once, with the reason and the event
+    asked = time.monotonic()
+    status, headers, body = server.get("/")
+    assert time.monotonic() - asked < 1.0
+    assert (status, headers["x-poolwarden-reason"]) == (503, "pool_disabled")
+    assert headers["x-poolwarden-event"] == str(disabled.seq)
+    assert b"rapid-fail protection" in body
+    assert server.worker_pids() == []
+    health = control.request("GET", "/v1/health")
+    assert health.status == 503 and health.body["pools"]["loop"] == "disabled"
+    # fixed, then started again by an administrator
+    fixed.touch()
+    control.post("/v1/pools/loop/start")
+    server.wait_for_workers(1)
+    assert server.get("/")[0::2] == (200, b"fixed")
