@@ -160,3 +160,22 @@ def test_events_survive_a_master_killed_with_sigkill(start_server: ServerFactory
     server.process.wait(10)
     with EventStore.open_reader(server.state_dir) as store:
         assert store.get(started.seq) is not None
+
+
+def test_a_hung_worker_fails_its_ping_and_its_stack_is_in_the_event(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(
+        "tests.apps.crash_apps:hanging",
+        "--threads", "1", "--ping-interval", "0.2", "--ping-response-time", "1",
+    )  # fmt: skip
+    [pid] = server.worker_pids()
+    response = crash_request(server, "/hang")
+    event = wait_for_event(server, catalog.WORKER_PING_FAILED)
+    assert event.pid == pid
+    assert event.details["ended_by"] == "hang"
+    assert "SIGABRT" in event.details["signals_sent"]
+    assert event.details["crash"]["frame"]["name"] == "stuck_here"
+    assert [r["path"] for r in event.details["in_flight"]] == ["/hang"]
+    assert_502_names(response, event)
+    server.wait_for_workers(1, exclude={pid})

@@ -132,6 +132,21 @@ def main() -> None:
     help="Seconds a worker has to load the app before it is killed (0: no limit).",
 )
 @click.option(
+    "--ping-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between pings of each worker (0: no pings).",
+)
+@click.option(
+    "--ping-response-time",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    help="Seconds a worker has to answer a ping before it is declared hung, its stacks "
+    "dumped, and it is killed.",
+)
+@click.option(
     "--shutdown-time-limit",
     default=90.0,
     show_default=True,
@@ -165,6 +180,8 @@ def run(
     keepalive_timeout: float,
     head_timeout: float,
     startup_time_limit: float,
+    ping_interval: float,
+    ping_response_time: float,
     shutdown_time_limit: float,
     backlog: int,
     queue_length: int,
@@ -194,6 +211,9 @@ def run(
         keepalive_timeout=keepalive_timeout,
         shutdown_time_limit=shutdown_time_limit,
         startup_time_limit=startup_time_limit,
+        pinging_enabled=ping_interval > 0,
+        ping_interval=ping_interval,
+        ping_response_time=ping_response_time,
         access_log=access_log,
         access_log_format=access_log_format,  # type: ignore[arg-type]
     )

@@ -45,6 +45,15 @@ class PoolSettings(msgspec.Struct, frozen=True):
     keepalive_timeout: float = 75.0
     """Idle keep-alive seconds; longer than common balancers' 60 s, so the
     server never closes a connection a balancer is about to reuse."""
+    pinging_enabled: bool = True
+    ping_interval: float = 30.0
+    """Seconds between pings of a Ready worker (IIS's pingInterval)."""
+    ping_response_time: float = 90.0
+    """Seconds a worker has to answer a ping before it is declared hung and
+    killed, its stacks dumped first (IIS's pingResponseTime)."""
+    idle_timeout: float = 1200.0
+    """Seconds without a request before an on-demand pool's worker is shut
+    down (IIS's idleTimeout, 20 min; 0 = never)."""
     startup_time_limit: float = 90.0
     """Seconds a worker has to load the app and report Ready, else it is
     killed and counts as a start-up failure; IIS's startupTimeLimit."""

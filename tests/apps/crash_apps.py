@@ -44,3 +44,17 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def stuck_here() -> None:
+    """A request that never ends by itself (bounded, for the tests' sake)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def hanging(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ["PATH_INFO"] == "/hang":
+        stuck_here()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]

@@ -213,11 +213,19 @@ class CrashDump(msgspec.Struct, frozen=True, kw_only=True):
         return self.threads[0] if self.threads else None
 
     def app_frame(self) -> Frame | None:
-        """The innermost frame of the app's own code in the crashing thread."""
+        """The innermost frame of the app's own code: in the crashing thread,
+        else (a dump on a signal sent from outside, which the main thread
+        receives while another thread is stuck in the app) in any thread."""
         thread = self.current_thread
-        if thread is None:
-            return None
-        return next((f for f in thread.frames if is_app_frame(f.filename)), None)
+        if thread is not None:
+            found = next((f for f in thread.frames if is_app_frame(f.filename)), None)
+            if found is not None:
+                return found
+        for other in self.threads:
+            found = next((f for f in other.frames if is_app_frame(f.filename)), None)
+            if found is not None:
+                return found
+        return None
 
     def innermost_frame(self) -> Frame | None:
         thread = self.current_thread

@@ -46,6 +46,9 @@ log = logging.getLogger("poolwarden")
 OUTPUT_TAIL_LINES = 200
 """Lines of a worker's stdout and stderr kept for its crash report."""
 MAX_CRASH_DUMP = 256 * 1024
+ABORT_GRACE = 2.0
+"""Seconds a hung worker gets to write its stack dump and die of SIGABRT
+before SIGKILL."""
 CHANNEL_GRACE = 1.0
 """Seconds between a worker's channel closing and the conclusion that it
 broke while the process lives (an exiting process closes it first)."""
@@ -136,6 +139,10 @@ class WorkerProcess:
         self.stderr_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         self._final_busy: list[SlotView] = []
         self._oom_kills_at_start = read_oom_kills()
+        self._ping_seq = 0
+        self._ping_sent_at: float | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._hang_timer: asyncio.TimerHandle | None = None
         """Killed for not being Ready within the start-up time limit."""
         self.started_wall = time.time()
         self._startup_timer: asyncio.TimerHandle | None = None
@@ -357,6 +364,7 @@ class WorkerProcess:
                     self.ever_ready = True
                     self.startup_seconds = round(time.monotonic() - self.started_at, 3)
                     self.last_rss = process_rss(self.pid)
+                    self._schedule_ping()
                     if self._startup_timer is not None:
                         self._startup_timer.cancel()
                         self._startup_timer = None
@@ -364,6 +372,9 @@ class WorkerProcess:
             elif type(message) is ch.StartupFailed:
                 self.startup_failure = message.failure
                 self.on_startup_failed(self, message.failure)
+            elif type(message) is ch.Pong:
+                if message.seq == self._ping_seq:
+                    self._ping_sent_at = None
             elif type(message) is ch.RuntimeFailure:
                 self.runtime_failure = message.traceback
             elif type(message) is ch.ThreadFailed:
@@ -372,6 +383,53 @@ class WorkerProcess:
                 sock = self.custody.pop(message.conn_id, None)
                 if sock is not None:
                     self.on_hand_back(sock, message)
+
+    # health: pings, answered by the worker's own loop or serving threads
+
+    def _schedule_ping(self) -> None:
+        settings = self.settings
+        if settings.pinging_enabled and settings.ping_interval > 0:
+            self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        self._ping_timer = None
+        if self.returncode is not None or self.state is not WorkerState.READY:
+            return
+        if self._ping_sent_at is None:
+            self._ping_seq += 1
+            self._ping_sent_at = time.monotonic()
+            self.send(ch.Ping(self._ping_seq))
+            self._hang_timer = self.loop.call_later(
+                self.settings.ping_response_time, self._ping_deadline, self._ping_seq
+            )
+        self._schedule_ping()
+
+    def _ping_deadline(self, seq: int) -> None:
+        if self._ping_sent_at is None or seq != self._ping_seq or self.returncode is not None:
+            return
+        log.error(
+            "pool %s: worker %d did not answer a ping within %gs: hung; dumping its "
+            "stacks (SIGABRT), then killing it",
+            self.settings.name,
+            self.pid,
+            self.settings.ping_response_time,
+        )
+        self.abort("hang")
+
+    def abort(self, reason: EndedBy) -> None:
+        """End a hung worker with its stacks: SIGABRT makes faulthandler dump
+        every thread's Python stack into the crash file (it works even when a
+        thread holds the GIL in C); SIGKILL follows if it is still there."""
+        if self.returncode is not None:
+            return
+        self.killed_by_master = True
+        self.ended_by = self.ended_by or reason
+        self.signals_sent.append(signal.SIGABRT)
+        try:
+            os.kill(self.pid, signal.SIGABRT)
+        except ProcessLookupError:
+            return
+        self.loop.call_later(ABORT_GRACE, self.kill, reason)
 
     def _channel_lost(self) -> None:
         """The channel is gone but the process lives: it can no longer be told
@@ -399,9 +457,10 @@ class WorkerProcess:
         return self.scoreboard.busy_count()
 
     def _on_process_exit(self) -> None:
-        if self._startup_timer is not None:
-            self._startup_timer.cancel()
-            self._startup_timer = None
+        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
+            if timer is not None:
+                timer.cancel()
+        self._startup_timer = self._ping_timer = self._hang_timer = None
         self.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
         _, status = os.waitpid(self.pid, 0)
