@@ -30,6 +30,15 @@ def state_dir_option(function: F) -> F:
     )(function)
 
 
+def _size_option(name: str, value: str) -> int:
+    from poolwarden.units import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=name) from None
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -132,6 +141,19 @@ def main() -> None:
     help="Seconds a worker has to load the app before it is killed (0: no limit).",
 )
 @click.option(
+    "--max-requests",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Recycle a worker after this many requests, with overlap (0: never).",
+)
+@click.option(
+    "--memory-limit",
+    default="0",
+    show_default=True,
+    help='Recycle a worker whose RSS passes this size, with overlap ("512MiB"; 0: never).',
+)
+@click.option(
     "--ping-interval",
     default=30.0,
     show_default=True,
@@ -180,6 +202,8 @@ def run(
     keepalive_timeout: float,
     head_timeout: float,
     startup_time_limit: float,
+    max_requests: int,
+    memory_limit: str,
     ping_interval: float,
     ping_response_time: float,
     shutdown_time_limit: float,
@@ -211,6 +235,8 @@ def run(
         keepalive_timeout=keepalive_timeout,
         shutdown_time_limit=shutdown_time_limit,
         startup_time_limit=startup_time_limit,
+        recycle_requests=max_requests,
+        recycle_memory=_size_option("--memory-limit", memory_limit),
         pinging_enabled=ping_interval > 0,
         ping_interval=ping_interval,
         ping_response_time=ping_response_time,

@@ -63,6 +63,19 @@ class PoolSettings(msgspec.Struct, frozen=True):
     access_log_format: AccessLogFormat = "combined"
     scoreboard_slots: int = 256
     """Concurrent requests one ASGI worker records in the scoreboard."""
+    recycle_time: float = 29 * 3600.0
+    """Recycle a worker this many seconds old (IIS: 29 h; 0 = off)."""
+    recycle_requests: int = 0
+    """Recycle a worker after this many requests (0 = off)."""
+    recycle_memory: int = 0
+    """Recycle a worker whose resident memory (RSS) passes this many bytes (0 = off)."""
+    recycle_private_memory: int = 0
+    """Recycle a worker whose private memory (USS) passes this many bytes (0 = off)."""
+    recycle_jitter: float = 0.1
+    """Time and request limits vary by up to this fraction per worker, so a
+    garden's workers do not all recycle at once."""
+    log_event_on_recycle: tuple[str, ...] = ("time", "memory", "private_memory")
+    """The recycle reasons written to the event log (IIS's logEventOnRecycle)."""
     rapid_fail_enabled: bool = True
     """IIS's rapidFailProtection: disable a pool that keeps failing."""
     rapid_fail_max_crashes: int = 5

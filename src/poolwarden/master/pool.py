@@ -262,6 +262,98 @@ class Pool:
         for _ in old:
             self._spawn()
 
+    def recycle_worker(self, worker: WorkerProcess, reason: str, kind: str, event_id: int) -> None:
+        """Replace one worker with overlap (a limit it reached): its
+        replacement starts first, and it drains once the replacement is Ready."""
+        log.info("pool %s: recycling worker %d: %s", self.name, worker.pid, reason)
+        self.last_event = f"worker {worker.pid} recycled ({kind})"
+        if kind in self.settings.log_event_on_recycle:
+            self.events.emit(
+                event_id,
+                f"worker {worker.pid} of pool {self.name!r} is recycled: {reason}",
+                pool=self.name,
+                pid=worker.pid,
+                details={"reason": kind, "why": reason},
+            )
+        self._recycling = True
+        worker.retiring = True
+        self._spawn()
+
+    def check_workers(self, now: float) -> None:
+        """The periodic look at every worker: recycle limits, idleness.
+
+        A pool recycles one worker at a time, and never while a recycle is
+        under way, so a garden never loses all its workers at once.
+        """
+        if self.state is not PoolState.STARTED:
+            return
+        settings = self.settings
+        for worker in self.serving_workers:
+            if worker.state is not WorkerState.READY:
+                continue
+            served = worker.note_activity(now)
+            if self._recycling:
+                continue
+            age = now - worker.started_at
+            if worker.request_limit and served >= worker.request_limit:
+                self.recycle_worker(
+                    worker,
+                    f"it served {served} requests (limit {worker.request_limit})",
+                    "requests",
+                    catalog.RECYCLE_REQUESTS,
+                )
+            elif settings.recycle_time and age >= worker.time_limit:
+                self.recycle_worker(
+                    worker,
+                    f"it is {age:.0f}s old (limit {worker.time_limit:.0f}s)",
+                    "time",
+                    catalog.RECYCLE_TIME,
+                )
+            elif settings.recycle_memory and (worker.last_rss or 0) > settings.recycle_memory:
+                self.recycle_worker(
+                    worker,
+                    f"its resident memory is {worker.last_rss} bytes "
+                    f"(limit {settings.recycle_memory})",
+                    "memory",
+                    catalog.RECYCLE_MEMORY,
+                )
+            elif (
+                settings.recycle_private_memory
+                and (worker.last_uss or 0) > settings.recycle_private_memory
+            ):
+                self.recycle_worker(
+                    worker,
+                    f"its private memory is {worker.last_uss} bytes "
+                    f"(limit {settings.recycle_private_memory})",
+                    "private_memory",
+                    catalog.RECYCLE_PRIVATE_MEMORY,
+                )
+            elif (
+                settings.start_mode == "on_demand"
+                and settings.idle_timeout > 0
+                and now - worker.last_activity >= settings.idle_timeout
+                and not worker.custody
+            ):
+                log.info(
+                    "pool %s: worker %d idle for %gs; shutting it down",
+                    self.name,
+                    worker.pid,
+                    settings.idle_timeout,
+                )
+                self.events.emit(
+                    catalog.WORKER_IDLE_SHUTDOWN,
+                    f"worker {worker.pid} of pool {self.name!r} served nothing for "
+                    f"{settings.idle_timeout:g}s and is shut down; the next request starts one",
+                    pool=self.name,
+                    pid=worker.pid,
+                    details={"idle_timeout": settings.idle_timeout},
+                )
+                self.last_event = f"worker {worker.pid} shut down (idle)"
+                worker.drain("idle")
+            else:
+                continue
+            return  # one at a time
+
     def update_settings(self, settings: PoolSettings) -> None:
         """A reload changed the pool: new workers get the new settings, and
         the running ones are recycled with overlap."""
@@ -584,7 +676,7 @@ class Pool:
             pass  # logged when it arrived
         elif worker.timed_out:
             self._timed_out(worker)
-        elif stopping or worker.killed_by_master or worker.retiring:
+        elif stopping or worker.killed_by_master or worker.retiring or worker.ended_by:
             log.debug("pool %s: worker %d %s", self.name, worker.pid, worker.exit_text)
         else:
             log.error(
@@ -599,6 +691,8 @@ class Pool:
                 self._stopped()
             return
         if worker.retiring:
+            if not any(w.retiring and w.returncode is None for w in self.workers):
+                self._recycling = False
             return  # replaced: its successor is already there
         if not worker.ever_ready:
             self.consecutive_failures += 1

@@ -63,8 +63,19 @@ EXIT_APP_FAILED = 3
 """`poolwarden run` exits with this when the app cannot start (fail fast)."""
 
 FRONT_END_LOG = "frontend.log"
+CHECK_EVERY = 1.0
+"""Seconds between looks at every worker's recycle limits and idleness."""
 RSS_SAMPLE_EVERY = 2.0
 """Seconds between samples of every worker's RSS."""
+
+
+def private_memory(pid: int) -> int | None:
+    """A process's USS: what it alone holds (costlier to read than RSS)."""
+    try:
+        uss: int = psutil.Process(pid).memory_full_info().uss
+    except psutil.Error:
+        return None
+    return uss
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -172,6 +183,7 @@ class Master:
         self._timers = [
             loop.call_later(PRUNE_EVERY, self._prune),
             loop.call_later(RSS_SAMPLE_EVERY, self._sample_rss),
+            loop.call_later(CHECK_EVERY, self._check_workers),
         ]
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
@@ -199,6 +211,13 @@ class Master:
             self.events.close()
         return self.exit_code
 
+    def _check_workers(self) -> None:
+        """Recycle limits and idle time-outs, once a second."""
+        now = time.monotonic()
+        for pool in list(self.pools.values()):
+            pool.check_workers(now)
+        self._timers[2] = self.loop.call_later(CHECK_EVERY, self._check_workers)
+
     def _sample_rss(self) -> None:
         """Every worker's resident memory, kept so that the event of a worker
         killed from outside (or by the OOM killer) can say how big it was."""
@@ -206,6 +225,8 @@ class Master:
             for worker in pool.workers:
                 if worker.returncode is None:
                     worker.last_rss = self._resources(worker.pid)[0]
+                    if pool.settings.recycle_private_memory:
+                        worker.last_uss = private_memory(worker.pid)
         self._timers[1] = self.loop.call_later(RSS_SAMPLE_EVERY, self._sample_rss)
 
     def _prune(self) -> None:

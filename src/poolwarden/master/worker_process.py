@@ -19,6 +19,7 @@ import asyncio
 import enum
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -139,6 +140,12 @@ class WorkerProcess:
         self.stderr_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         self._final_busy: list[SlotView] = []
         self._oom_kills_at_start = read_oom_kills()
+        jitter = 1.0 - settings.recycle_jitter * random.random()
+        self.request_limit = int(settings.recycle_requests * jitter)
+        self.time_limit = settings.recycle_time * jitter
+        self.last_activity = time.monotonic()
+        self.last_uss: int | None = None
+        self._served_seen = 0
         self._ping_seq = 0
         self._ping_sent_at: float | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -455,6 +462,14 @@ class WorkerProcess:
     def busy_count(self) -> int:
         """Requests in the app or responding now, from the scoreboard."""
         return self.scoreboard.busy_count()
+
+    def note_activity(self, now: float) -> int:
+        """Requests served so far; a change (or a request in flight) is activity."""
+        served = self.scoreboard.served()
+        if served != self._served_seen or self.busy_count():
+            self._served_seen = served
+            self.last_activity = now
+        return served
 
     def _on_process_exit(self) -> None:
         for timer in (self._startup_timer, self._ping_timer, self._hang_timer):

@@ -1,0 +1,141 @@
+"""Recycling by requests, memory and time, and idle shutdown (real processes).
+
+Each recycle happens under a bounded load, and no request may fail: the
+replacement is Ready before the old worker stops taking requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from poolwarden.events import catalog
+from poolwarden.events.store import Event, EventStore
+from tests.conftest import Server, ServerFactory, wait_until
+
+APP = "tests.apps.recycle_apps:app"
+
+
+def events_of(server: Server, event_id: int) -> list[Event]:
+    try:
+        with EventStore.open_reader(server.state_dir) as store:
+            return store.query(event_id=event_id)
+    except FileNotFoundError:
+        return []
+
+
+class Load:
+    """Client threads sending requests until stopped (bounded in count)."""
+
+    def __init__(self, server: Server, threads: int = 2, limit: int = 100_000) -> None:
+        self.server = server
+        self.failures: list[object] = []
+        self.pids: set[int] = set()
+        self.count = 0
+        self._stop = threading.Event()
+        self._limit = limit
+        self._pool = ThreadPoolExecutor(threads)
+        self._futures = [self._pool.submit(self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        sent = 0
+        while not self._stop.is_set() and sent < self._limit:
+            sent += 1
+            try:
+                status, _, body = self.server.get("/")
+            except OSError as error:
+                self.failures.append(error)
+                continue
+            if status != 200:
+                self.failures.append(status)
+            else:
+                self.pids.add(int(body))
+                self.count += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        for future in self._futures:
+            future.result(60)
+        self._pool.shutdown()
+
+
+def test_recycling_by_requests_fails_no_request(start_server: ServerFactory) -> None:
+    server = start_server(APP, "--max-requests", "40", "--threads", "4")
+    load = Load(server)
+    try:
+        wait_until(lambda: len(load.pids) >= 3, timeout=60, what="two recycles by requests")
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert "served" in server.stderr() and "recycling worker" in server.stderr()
+    exited = events_of(server, catalog.WORKER_EXITED)
+    assert exited and all(event.details["ended_by"] == "recycle" for event in exited)
+
+
+def test_recycling_by_memory_fails_no_request(start_server: ServerFactory) -> None:
+    server = start_server(APP, "--memory-limit", "100MiB")
+    [first] = server.worker_pids()
+    load = Load(server)
+    try:
+        for _ in range(3):
+            assert server.get("/grow")[0] == 200
+        event = wait_until(
+            lambda: events_of(server, catalog.RECYCLE_MEMORY), what="a recycle by memory"
+        )
+        wait_until(lambda: first not in server.worker_pids(), what="the big worker to go")
+        wait_until(lambda: len(load.pids) >= 2, what="the replacement to serve")
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert isinstance(event, list) and event[0].pid == first
+
+
+CONFIG = """
+[server]
+state_dir = "{state_dir}"
+
+[sites.main]
+bindings = ["127.0.0.1:0"]
+
+[[sites.main.applications]]
+path = "/"
+pool = "web"
+
+[pools.web]
+app = "tests.apps.recycle_apps:app"
+working_dir = "{repo}"
+"""
+
+
+def test_recycling_by_time_fails_no_request(start_serve: Any) -> None:
+    server = start_serve(
+        CONFIG + 'start_mode = "always_running"\n\n[pools.web.recycling]\ntime = "2s"\njitter = 0\n'
+    )
+    server.wait_for_workers(1)
+    load = Load(server)
+    try:
+        wait_until(
+            lambda: len(events_of(server, catalog.RECYCLE_TIME)) >= 2,
+            timeout=30,
+            what="two recycles by time",
+        )
+        wait_until(lambda: len(load.pids) >= 3, what="three workers to have served")
+    finally:
+        load.stop()
+    assert load.failures == []
+
+
+def test_an_idle_worker_is_shut_down_and_the_next_request_starts_one(start_serve: Any) -> None:
+    server = start_serve(CONFIG + '\n[pools.web.process_model]\nidle_timeout = "1s"\n')
+    status, _, body = server.get("/")
+    assert status == 200
+    first = int(body)
+    event = wait_until(
+        lambda: events_of(server, catalog.WORKER_IDLE_SHUTDOWN), what="an idle shutdown"
+    )
+    assert isinstance(event, list) and event[0].pid == first
+    wait_until(lambda: server.worker_pids() == [], what="no worker left")
+    status, _, body = server.get("/")
+    assert status == 200
+    assert int(body) != first
