@@ -238,6 +238,7 @@ class Pool:
         self,
         reason: str = "requested by an administrator",
         event_id: int = catalog.RECYCLE_ADMINISTRATOR,
+        kind: str = "on_demand",
     ) -> None:
         """Replace every worker with overlap: new ones first, old ones drained
         as each replacement becomes Ready."""
@@ -246,7 +247,7 @@ class Pool:
         old = self.serving_workers
         self.last_event = f"recycled ({reason})"
         log.info("pool %s: recycling %d worker(s): %s", self.name, len(old), reason)
-        for worker in old:
+        for worker in old if kind in self.settings.log_event_on_recycle else ():
             self.events.emit(
                 event_id,
                 f"worker {worker.pid} of pool {self.name!r} is recycled: {reason}",
@@ -360,7 +361,9 @@ class Pool:
         self.settings = settings
         self._boot = self._make_boot(settings, self.server, self.routes)
         if self.state is PoolState.STARTED:
-            self.recycle("its configuration changed", catalog.RECYCLE_CONFIG_CHANGE)
+            self.recycle(
+                "its configuration changed", catalog.RECYCLE_CONFIG_CHANGE, "config_change"
+            )
         elif self.state is PoolState.STARTUP_FAILED:
             # The new settings may be the fix: try again now.
             self.consecutive_failures = 0
