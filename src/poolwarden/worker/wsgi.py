@@ -508,7 +508,7 @@ class Connection:
         self.fd = sock.fileno()
         self.conn_id = dispatch.conn_id
         self.dispatch = dispatch
-        self.client = f"{dispatch.peer_host}:{dispatch.peer_port}".encode("latin-1")
+        self.client = f"{dispatch.peer_host}:{dispatch.peer_port}".encode("latin-1")[:52]
         self.parser = RequestParser(server.limits)
         self.pending = dispatch.buffered
         self.busy = False
@@ -704,13 +704,7 @@ class Connection:
         started = time.time()
         escaped = False
         environ = self.environ(request)
-        slot.begin(
-            self.conn_id,
-            started,
-            request.method[:12],
-            request.url[:200],
-            self.client[:52],
-        )
+        slot.begin(self.conn_id, started, request.method[:12], request.url[:200], self.client)
         response = Response(self, request, slot)
         result: Iterable[bytes] | None = None
         failed = False
