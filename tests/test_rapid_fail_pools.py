@@ -69,3 +69,74 @@ def test_a_crash_loop_disables_the_pool_and_pool_start_recovers_it(
     control.post("/v1/pools/loop/start")
     server.wait_for_workers(1)
     assert server.get("/")[0::2] == (200, b"fixed")
+
+
+def test_tcp_level_resets_and_auto_restart_after_starts_the_pool_again(
+    start_serve: Any, tmp_path: Path
+) -> None:
+    fixed = tmp_path / "fixed"
+    config = CONFIG.replace("@MARKER@", str(fixed)) + (
+        '\n[pools.loop.rapid_fail]\nmax_crashes = 2\nload_balancer_capability = "tcp_level"\n'
+        'auto_restart_after = "2s"\n'
+    )
+    server = start_serve(config)
+    control = ControlClient(str(server.state_dir))
+    wait_until(lambda: control.get("/v1/pools/loop")["state"] == "disabled", what="disabled")
+    # tcp_level: no HTTP answer at all, the connection is reset
+    sock = server.connect(5.0)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+    finally:
+        sock.close()
+    assert data == b""
+    # fixed meanwhile: auto_restart_after starts it again by itself
+    fixed.touch()
+    wait_until(lambda: control.get("/v1/pools/loop")["state"] == "started", what="restarted")
+    server.wait_for_workers(1)
+    assert server.get("/")[0::2] == (200, b"fixed")
+
+
+MEMORY = """
+[server]
+state_dir = "{state_dir}"
+
+[sites.main]
+bindings = ["127.0.0.1:0"]
+
+[[sites.main.applications]]
+path = "/"
+pool = "big"
+
+[pools.big]
+app = "tests.apps.recycle_apps:app"
+working_dir = "{repo}"
+start_mode = "always_running"
+
+[pools.big.recycling]
+memory_hard_limit = "100MiB"
+"""
+
+
+def test_the_memory_hard_limit_kills_at_once_with_its_event(start_serve: Any) -> None:
+    server = start_serve(MEMORY)
+    [pid] = server.wait_for_workers(1)
+    for _ in range(3):
+        assert server.get("/grow")[0] == 200
+    event = wait_until(
+        lambda: _events(server, catalog.WORKER_MEMORY_HARD_LIMIT), what="the hard limit event"
+    )
+    assert isinstance(event, list) and event[0].pid == pid
+    assert event[0].details["last_rss"] > 100 * 1024 * 1024
+    server.wait_for_workers(1, exclude={pid})
+
+
+def _events(server: Any, event_id: int) -> list[Any]:
+    try:
+        with EventStore.open_reader(server.state_dir) as store:
+            return store.query(event_id=event_id)
+    except FileNotFoundError:
+        return []

@@ -76,6 +76,14 @@ class PoolSettings(msgspec.Struct, frozen=True):
     garden's workers do not all recycle at once."""
     log_event_on_recycle: tuple[str, ...] = ("time", "memory", "private_memory")
     """The recycle reasons written to the event log (IIS's logEventOnRecycle)."""
+    memory_hard_limit: int = 0
+    """Kill a worker at once, without draining, whose RSS passes this (0 = off)."""
+    load_balancer_capability: Literal["http_level", "tcp_level"] = "http_level"
+    """How a disabled pool answers: 503 (http_level) or by resetting the
+    connection (tcp_level), for balancers that do not read HTTP."""
+    auto_restart_after: float = 0.0
+    """Seconds after which a pool disabled by rapid-fail protection starts
+    again by itself (0: an administrator must, as in IIS)."""
     rapid_fail_enabled: bool = True
     """IIS's rapidFailProtection: disable a pool that keeps failing."""
     rapid_fail_max_crashes: int = 5

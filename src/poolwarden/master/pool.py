@@ -34,6 +34,7 @@ import enum
 import logging
 import os
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -135,6 +136,7 @@ class Pool:
         self.last_failure_seq: int | None = None
         self.failures = FailureWindow()
         self.disabled_seq: int | None = None
+        self._auto_restart: asyncio.TimerHandle | None = None
         """The 5002 event that disabled the pool, named in its 503s."""
         """The event of the last start-up failure, named in 503 startup_failed."""
         self._respawn_timer: asyncio.TimerHandle | None = None
@@ -204,6 +206,9 @@ class Pool:
             return
         self.failures = FailureWindow()
         self.disabled_seq = None
+        if self._auto_restart is not None:
+            self._auto_restart.cancel()
+            self._auto_restart = None
         if self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
             raise ValueError(f"pool {self.name!r} is shutting down")
         self.state = PoolState.STARTED
@@ -289,6 +294,17 @@ class Pool:
         if self.state is not PoolState.STARTED:
             return
         settings = self.settings
+        hard_limit = settings.memory_hard_limit
+        for worker in self.workers:
+            if hard_limit and worker.returncode is None and (worker.last_rss or 0) > hard_limit:
+                log.error(
+                    "pool %s: worker %d is over the memory hard limit (%s > %s bytes); killing it",
+                    self.name,
+                    worker.pid,
+                    worker.last_rss,
+                    hard_limit,
+                )
+                worker.kill("memory_hard_limit")
         for worker in self.serving_workers:
             if worker.state is not WorkerState.READY:
                 continue
@@ -565,6 +581,9 @@ class Pool:
         return best or fallback
 
     def _refuse(self, sock: socket.socket, message: ch.Dispatch, reason: str) -> None:
+        if reason == "pool_disabled" and self.settings.load_balancer_capability == "tcp_level":
+            self._reset(sock, message)
+            return
         text = {
             "startup_failed": f"Service Unavailable: the app of pool {self.name!r} failed to start.",
             "startup_timeout": f"Service Unavailable: the app of pool {self.name!r} did not "
@@ -600,6 +619,15 @@ class Pool:
         else:
             response = simple_response(503, text + "\n", reason_code=reason, extra_headers=retry)
         answer_and_close(self.loop, sock, response)
+
+    def _reset(self, sock: socket.socket, message: ch.Dispatch) -> None:
+        """tcp_level: no HTTP answer, a reset, so a TCP balancer fails over."""
+        self.on_refused(message, 0, "pool_disabled_reset", self.name)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        sock.close()
 
     def _at_capacity(self, worker: WorkerProcess) -> bool:
         """A WSGI worker whose every thread has a request: a new connection
@@ -758,9 +786,20 @@ class Pool:
             fingerprint=f"5002 {self.name}",
         )
         self.last_event = f"{catalog.POOL_DISABLED_RAPID_FAIL} #{self.disabled_seq}"
+        if self.settings.auto_restart_after > 0:
+            self._auto_restart = self.loop.call_later(
+                self.settings.auto_restart_after, self._restart_by_itself
+            )
         self._refuse_queue("pool_disabled")
         for worker in list(self.workers):
             worker.drain("drain")
+
+    def _restart_by_itself(self) -> None:
+        """`auto_restart_after`: an unattended host tries the pool again."""
+        self._auto_restart = None
+        if self.state is PoolState.DISABLED:
+            log.info("pool %s: starting again after auto_restart_after", self.name)
+            self.resume()
 
     def _worker_ended(self, worker: WorkerProcess) -> int | None:
         """Classify the end of a reaped worker and write its event; the event's
