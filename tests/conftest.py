@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -280,3 +281,14 @@ def start_serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         server.stop()
+
+
+def events_of(server: Server, event_id: int) -> list[Any]:
+    """The events with `event_id` in the server's event log (none yet: [])."""
+    from poolwarden.events.store import EventStore
+
+    try:
+        with EventStore.open_reader(server.state_dir) as store:
+            return store.query(event_id=event_id)
+    except FileNotFoundError:
+        return []

@@ -17,17 +17,9 @@ import psutil
 
 from poolwarden.events import catalog
 from poolwarden.events.store import Event, EventStore
-from tests.conftest import REPO, Server, ServerFactory, wait_until
+from tests.conftest import REPO, Server, ServerFactory, events_of, wait_until
 
 APP = "tests.apps.crash_apps:app"
-
-
-def events_of(server: Server, event_id: int) -> list[Event]:
-    try:
-        with EventStore.open_reader(server.state_dir) as store:
-            return store.query(event_id=event_id)
-    except FileNotFoundError:
-        return []
 
 
 def wait_for_event(server: Server, event_id: int) -> Event:

@@ -9,7 +9,7 @@ from typing import Any
 from poolwarden.control_client import ControlClient
 from poolwarden.events import catalog
 from poolwarden.events.store import EventStore
-from tests.conftest import wait_until
+from tests.conftest import events_of, wait_until
 
 CONFIG = """
 [server]
@@ -127,16 +127,8 @@ def test_the_memory_hard_limit_kills_at_once_with_its_event(start_serve: Any) ->
     for _ in range(3):
         assert server.get("/grow")[0] == 200
     event = wait_until(
-        lambda: _events(server, catalog.WORKER_MEMORY_HARD_LIMIT), what="the hard limit event"
+        lambda: events_of(server, catalog.WORKER_MEMORY_HARD_LIMIT), what="the hard limit event"
     )
     assert isinstance(event, list) and event[0].pid == pid
     assert event[0].details["last_rss"] > 100 * 1024 * 1024
     server.wait_for_workers(1, exclude={pid})
-
-
-def _events(server: Any, event_id: int) -> list[Any]:
-    try:
-        with EventStore.open_reader(server.state_dir) as store:
-            return store.query(event_id=event_id)
-    except FileNotFoundError:
-        return []

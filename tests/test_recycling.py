@@ -11,18 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from poolwarden.events import catalog
-from poolwarden.events.store import Event, EventStore
-from tests.conftest import Server, ServerFactory, wait_until
+from tests.conftest import Server, ServerFactory, events_of, wait_until
 
 APP = "tests.apps.recycle_apps:app"
-
-
-def events_of(server: Server, event_id: int) -> list[Event]:
-    try:
-        with EventStore.open_reader(server.state_dir) as store:
-            return store.query(event_id=event_id)
-    except FileNotFoundError:
-        return []
 
 
 class Load:
