@@ -50,6 +50,7 @@ from poolwarden.activation.rapid_fail import (
     restart_delay,
     standing,
 )
+from poolwarden.activation.recycling import Action, Limits, WorkerFacts, decide
 from poolwarden.events import catalog
 from poolwarden.events.classify import EndedBy, classify
 from poolwarden.http.error_page import startup_failure_page
@@ -82,6 +83,13 @@ class StopReason(enum.Enum):
     REMOVED = "removed"
     """A reload removed the pool."""
 
+
+_RECYCLE_EVENTS = {
+    "requests": catalog.RECYCLE_REQUESTS,
+    "time": catalog.RECYCLE_TIME,
+    "memory": catalog.RECYCLE_MEMORY,
+    "private_memory": catalog.RECYCLE_PRIVATE_MEMORY,
+}
 
 _ENDED_BY: dict[StopReason | None, EndedBy] = {
     StopReason.ADMINISTRATOR: "administrator",
@@ -286,90 +294,59 @@ class Pool:
         self._spawn()
 
     def check_workers(self, now: float) -> None:
-        """The periodic look at every worker: recycle limits, idleness.
-
-        A pool recycles one worker at a time, and never while a recycle is
-        under way, so a garden never loses all its workers at once.
-        """
+        """The periodic look at every worker: what `activation.recycling.decide`
+        says (memory hard limit, recycle limits, idleness), done here."""
         if self.state is not PoolState.STARTED:
             return
         settings = self.settings
-        hard_limit = settings.memory_hard_limit
+        facts = []
+        by_pid = {}
         for worker in self.workers:
-            if hard_limit and worker.returncode is None and (worker.last_rss or 0) > hard_limit:
-                log.error(
-                    "pool %s: worker %d is over the memory hard limit (%s > %s bytes); killing it",
-                    self.name,
-                    worker.pid,
-                    worker.last_rss,
-                    hard_limit,
-                )
-                worker.kill("memory_hard_limit")
-        for worker in self.serving_workers:
-            if worker.state is not WorkerState.READY:
+            if worker.returncode is not None:
                 continue
             served = worker.note_activity(now)
-            if self._recycling:
-                continue
-            age = now - worker.started_at
-            if worker.request_limit and served >= worker.request_limit:
-                self.recycle_worker(
-                    worker,
-                    f"it served {served} requests (limit {worker.request_limit})",
-                    "requests",
-                    catalog.RECYCLE_REQUESTS,
-                )
-            elif settings.recycle_time and age >= worker.time_limit:
-                self.recycle_worker(
-                    worker,
-                    f"it is {age:.0f}s old (limit {worker.time_limit:.0f}s)",
-                    "time",
-                    catalog.RECYCLE_TIME,
-                )
-            elif settings.recycle_memory and (worker.last_rss or 0) > settings.recycle_memory:
-                self.recycle_worker(
-                    worker,
-                    f"its resident memory is {worker.last_rss} bytes "
-                    f"(limit {settings.recycle_memory})",
-                    "memory",
-                    catalog.RECYCLE_MEMORY,
-                )
-            elif (
-                settings.recycle_private_memory
-                and (worker.last_uss or 0) > settings.recycle_private_memory
-            ):
-                self.recycle_worker(
-                    worker,
-                    f"its private memory is {worker.last_uss} bytes "
-                    f"(limit {settings.recycle_private_memory})",
-                    "private_memory",
-                    catalog.RECYCLE_PRIVATE_MEMORY,
-                )
-            elif (
-                settings.start_mode == "on_demand"
-                and settings.idle_timeout > 0
-                and now - worker.last_activity >= settings.idle_timeout
-                and not worker.custody
-            ):
-                log.info(
-                    "pool %s: worker %d idle for %gs; shutting it down",
-                    self.name,
-                    worker.pid,
-                    settings.idle_timeout,
-                )
-                self.events.emit(
-                    catalog.WORKER_IDLE_SHUTDOWN,
-                    f"worker {worker.pid} of pool {self.name!r} served nothing for "
-                    f"{settings.idle_timeout:g}s and is shut down; the next request starts one",
-                    pool=self.name,
+            by_pid[worker.pid] = worker
+            facts.append(
+                WorkerFacts(
                     pid=worker.pid,
-                    details={"idle_timeout": settings.idle_timeout},
+                    age=now - worker.started_at,
+                    served=served,
+                    idle_for=now - worker.last_activity,
+                    connections=len(worker.custody),
+                    rss=worker.last_rss,
+                    uss=worker.last_uss,
+                    request_limit=worker.request_limit,
+                    time_limit=worker.time_limit if settings.recycle_time else 0.0,
+                    replaceable=worker.state is WorkerState.READY and not worker.retiring,
                 )
-                self.last_event = f"worker {worker.pid} shut down (idle)"
-                worker.drain("idle")
-            else:
-                continue
-            return  # one at a time
+            )
+        limits = Limits(
+            memory=settings.recycle_memory,
+            private_memory=settings.recycle_private_memory,
+            memory_hard_limit=settings.memory_hard_limit,
+            idle_timeout=settings.idle_timeout if settings.start_mode == "on_demand" else 0.0,
+        )
+        for action in decide(facts, limits, recycling=self._recycling):
+            self._perform(by_pid[action.pid], action)
+
+    def _perform(self, worker: WorkerProcess, action: Action) -> None:
+        if action.reason == "memory_hard_limit":
+            log.error("pool %s: killing worker %d: %s", self.name, worker.pid, action.why)
+            worker.kill("memory_hard_limit")
+        elif action.reason == "idle":
+            log.info("pool %s: worker %d: %s; shutting it down", self.name, worker.pid, action.why)
+            self.events.emit(
+                catalog.WORKER_IDLE_SHUTDOWN,
+                f"worker {worker.pid} of pool {self.name!r} {action.why} and is shut down; "
+                "the next request starts one",
+                pool=self.name,
+                pid=worker.pid,
+                details={"idle_timeout": self.settings.idle_timeout},
+            )
+            self.last_event = f"worker {worker.pid} shut down (idle)"
+            worker.drain("idle")
+        else:
+            self.recycle_worker(worker, action.why, action.reason, _RECYCLE_EVENTS[action.reason])
 
     def update_settings(self, settings: PoolSettings) -> None:
         """A reload changed the pool: new workers get the new settings, and
