@@ -292,3 +292,25 @@ def events_of(server: Server, event_id: int) -> list[Any]:
             return store.query(event_id=event_id)
     except FileNotFoundError:
         return []
+
+
+def one_pool_config(pool: str, app: str, keys: str = "") -> str:
+    """A `poolwarden serve` config: one site on 127.0.0.1:0 whose `/` is `pool`,
+    running `app`; `keys` are more lines for `[pools.POOL]` (and any tables
+    after it). `{state_dir}` and `{repo}` are filled in by `start_serve`."""
+    return f"""
+[server]
+state_dir = "{{state_dir}}"
+
+[sites.main]
+bindings = ["127.0.0.1:0"]
+
+[[sites.main.applications]]
+path = "/"
+pool = "{pool}"
+
+[pools.{pool}]
+app = "{app}"
+working_dir = "{{repo}}"
+{keys}
+"""

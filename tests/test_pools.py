@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from poolwarden.control_client import ControlClient
-from tests.conftest import Server, wait_until
+from tests.conftest import Server, one_pool_config, wait_until
 
 APPS = """
 [pools.web]
@@ -152,24 +152,11 @@ def test_always_running_pool_starts_with_the_server(start_serve: Any) -> None:
     assert pids <= set(server.worker_pids())
 
 
-QUEUE = """
-[server]
-state_dir = "{state_dir}"
-
-[sites.main]
-bindings = ["127.0.0.1:0"]
-
-[[sites.main.applications]]
-path = "/"
-pool = "busy"
-
-[pools.busy]
-app = "tests.apps.pool_apps:wsgi"
-working_dir = "{repo}"
-threads = 1
-queue_length = 1
-start_mode = "always_running"
-"""
+QUEUE = one_pool_config(
+    "busy",
+    "tests.apps.pool_apps:wsgi",
+    'threads = 1\nqueue_length = 1\nstart_mode = "always_running"',
+)
 
 
 def test_queue_full_is_answered_503_with_the_reason(start_serve: Any, tmp_path: Path) -> None:

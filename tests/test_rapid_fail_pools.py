@@ -9,25 +9,13 @@ from typing import Any
 from poolwarden.control_client import ControlClient
 from poolwarden.events import catalog
 from poolwarden.events.store import EventStore
-from tests.conftest import events_of, wait_until
+from tests.conftest import events_of, one_pool_config, wait_until
 
-CONFIG = """
-[server]
-state_dir = "{state_dir}"
-
-[sites.main]
-bindings = ["127.0.0.1:0"]
-
-[[sites.main.applications]]
-path = "/"
-pool = "loop"
-
-[pools.loop]
-app = "tests.apps.crash_loop:app"
-working_dir = "{repo}"
-start_mode = "always_running"
-env = {{ CRASH_LOOP_FIXED = "@MARKER@" }}
-"""
+CONFIG = one_pool_config(
+    "loop",
+    "tests.apps.crash_loop:app",
+    'start_mode = "always_running"\nenv = {{ CRASH_LOOP_FIXED = "@MARKER@" }}',
+)
 
 
 def test_a_crash_loop_disables_the_pool_and_pool_start_recovers_it(
@@ -100,25 +88,11 @@ def test_tcp_level_resets_and_auto_restart_after_starts_the_pool_again(
     assert server.get("/")[0::2] == (200, b"fixed")
 
 
-MEMORY = """
-[server]
-state_dir = "{state_dir}"
-
-[sites.main]
-bindings = ["127.0.0.1:0"]
-
-[[sites.main.applications]]
-path = "/"
-pool = "big"
-
-[pools.big]
-app = "tests.apps.recycle_apps:app"
-working_dir = "{repo}"
-start_mode = "always_running"
-
-[pools.big.recycling]
-memory_hard_limit = "100MiB"
-"""
+MEMORY = one_pool_config(
+    "big",
+    "tests.apps.recycle_apps:app",
+    'start_mode = "always_running"\n\n[pools.big.recycling]\nmemory_hard_limit = "100MiB"',
+)
 
 
 def test_the_memory_hard_limit_kills_at_once_with_its_event(start_serve: Any) -> None:

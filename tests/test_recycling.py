@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from poolwarden.events import catalog
-from tests.conftest import Server, ServerFactory, events_of, wait_until
+from tests.conftest import Server, ServerFactory, events_of, one_pool_config, wait_until
 
 APP = "tests.apps.recycle_apps:app"
 
@@ -82,21 +82,7 @@ def test_recycling_by_memory_fails_no_request(start_server: ServerFactory) -> No
     assert isinstance(event, list) and event[0].pid == first
 
 
-CONFIG = """
-[server]
-state_dir = "{state_dir}"
-
-[sites.main]
-bindings = ["127.0.0.1:0"]
-
-[[sites.main.applications]]
-path = "/"
-pool = "web"
-
-[pools.web]
-app = "tests.apps.recycle_apps:app"
-working_dir = "{repo}"
-"""
+CONFIG = one_pool_config("web", "tests.apps.recycle_apps:app")
 
 
 def test_recycling_by_time_fails_no_request(start_serve: Any) -> None:

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from poolwarden import channel as ch
-from poolwarden.events.classify import Classification, classify, classify_thread_exception
+from poolwarden.events.classify import Classification, classify_thread_exception
 from poolwarden.events.store import EventStore, JsonLinesSink, new_event
 
 log = logging.getLogger("poolwarden")
@@ -103,6 +103,3 @@ class EventLog:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-
-__all__ = ["PRUNE_EVERY", "EventLog", "classify"]

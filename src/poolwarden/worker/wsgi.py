@@ -589,7 +589,7 @@ class Connection:
                     self.sock,
                     simple_response(error.status, f"{error}\n", reason_code=error.reason_code),
                 )
-                server.close(self, linger=True)
+                server.close(self)
                 return
             server.release(self)
         except OSError:
@@ -1037,7 +1037,7 @@ class WSGIServer:
         connection.last_active = time.monotonic()
         connection.busy = False
 
-    def close(self, connection: Connection, *, linger: bool = False) -> None:
+    def close(self, connection: Connection) -> None:
         with self.lock:
             if self.connections.get(connection.fd) is not connection:
                 return
