@@ -659,6 +659,14 @@ def test_a_crash_while_draining_is_5009_but_does_not_count(crashes: dict[str, Cr
     assert oom.event_id == 2024 and not oom.counts_as_failure
 
 
+def test_a_kill_for_a_request_time_out_is_2040_and_not_a_failure() -> None:
+    result = classify(end(returncode=-9, ended_by="request_timeout", signals_sent=[9]))
+    assert result.event_id == 2040
+    assert not result.counts_as_failure
+    assert "request_timeout" in result.message
+    assert result.who.startswith("poolwarden (a request past request_timeout; SIGKILL")
+
+
 def test_the_memory_hard_limit_is_2026() -> None:
     result = classify(
         end(returncode=-9, ended_by="memory_hard_limit", signals_sent=[9], last_rss=3 << 30)
@@ -802,7 +810,10 @@ def test_every_end_obeys_the_rules() -> None:
         elif worker_end.channel_broken_while_alive:
             expected = True
         else:
-            expected = not asked and worker_end.ended_by != "memory_hard_limit"
+            expected = not asked and worker_end.ended_by not in (
+                "memory_hard_limit",
+                "request_timeout",
+            )
         assert result.counts_as_failure == expected, context
         # the fingerprint: only failures have one; nothing in it changes between repeats
         if result.event_id == 2023:
@@ -816,7 +827,7 @@ def test_every_end_obeys_the_rules() -> None:
         assert result.details.get("last_rss") == 111_222_333
         assert result.details["uptime"] == 4321.5 and result.details["requests_served"] == 77
     assert count == len(RETURNCODES) * len(ENDED_BY) * len(SIGNALS_SENT) * 2 * 2 * 2 * 3 * 2
-    assert seen_ids == {2022, 2023, 2024, 2026, 5009, 5010, 5011, 5012, 5013}
+    assert seen_ids == {2022, 2023, 2024, 2026, 2040, 5009, 5010, 5011, 5012, 5013}
 
 
 @settings(max_examples=200, deadline=None)

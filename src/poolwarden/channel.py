@@ -115,6 +115,21 @@ class Drain(msgspec.Struct, tag="drain", frozen=True, array_like=True):
     """Finish the requests in flight, take no new ones, then exit 0."""
 
 
+class Abandon(msgspec.Struct, tag="abandon", frozen=True, array_like=True):
+    """The master answered this connection itself (a request past its time
+    limit got 504) and shut it for writing: whatever the app still does, the
+    worker closes the connection when it is done, and writes nothing more."""
+
+    conn_id: int
+
+
+class DumpTasks(msgspec.Struct, tag="dump_tasks", frozen=True, array_like=True):
+    """Describe every pending asyncio task; answered by the loop, so a
+    blocked loop gives no answer (its thread's stack then tells why)."""
+
+    seq: int
+
+
 class Routes(msgspec.Struct, tag="routes", frozen=True, array_like=True):
     """A reload changed the routing table."""
 
@@ -177,8 +192,27 @@ class ThreadFailed(msgspec.Struct, tag="thread_failed", frozen=True, array_like=
     traceback: str
 
 
-ToWorker = Boot | Dispatch | Ping | Drain | Routes
-ToMaster = Ready | StartupFailed | Pong | Closed | HandBack | RuntimeFailure | ThreadFailed
+ToWorker = Boot | Dispatch | Ping | Drain | Routes | Abandon | DumpTasks
+
+
+class TaskInfo(msgspec.Struct, frozen=True, array_like=True):
+    """One pending asyncio task and where it is suspended."""
+
+    name: str
+    conn_id: int
+    """The connection whose request it runs; 0 for the app's own tasks."""
+    frames: list[Frame]
+    """The chain of awaits, innermost first."""
+
+
+class Tasks(msgspec.Struct, tag="tasks", frozen=True, array_like=True):
+    seq: int
+    tasks: list[TaskInfo]
+    truncated: int = 0
+    """Tasks left out to keep the message within the channel's size."""
+
+
+ToMaster = Ready | StartupFailed | Pong | Closed | HandBack | RuntimeFailure | ThreadFailed | Tasks
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)

@@ -176,6 +176,29 @@ def main() -> None:
     help="Seconds workers get to finish at shutdown before they are killed.",
 )
 @click.option(
+    "--request-timeout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a request may run; past it the client gets 504 and the request's stack "
+    "is logged (0: no limit).",
+)
+@click.option(
+    "--request-timeout-action",
+    type=click.Choice(["log", "recycle", "kill"]),
+    default="log",
+    show_default=True,
+    help="Then: let the thread run on (log), replace the worker with overlap, or kill it.",
+)
+@click.option(
+    "--idle-timeout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Stop the worker after this many seconds without a request; the next request "
+    "starts it again (0: keep it running).",
+)
+@click.option(
     "--backlog", default=2048, show_default=True, type=click.IntRange(1), help="Listen backlog."
 )
 @click.option(
@@ -207,6 +230,9 @@ def run(
     ping_interval: float,
     ping_response_time: float,
     shutdown_time_limit: float,
+    request_timeout: float,
+    request_timeout_action: str,
+    idle_timeout: float,
     backlog: int,
     queue_length: int,
 ) -> None:
@@ -242,6 +268,11 @@ def run(
         ping_response_time=ping_response_time,
         access_log=access_log,
         access_log_format=access_log_format,  # type: ignore[arg-type]
+        request_timeout=request_timeout,
+        request_timeout_action=request_timeout_action,  # type: ignore[arg-type]
+        idle_timeout=idle_timeout,
+        # Idle shutdown is an on-demand pool's: the next request starts a worker.
+        start_mode="on_demand" if idle_timeout > 0 else "always_running",
     )
     sys.exit(Master(server, [pool]).run())
 

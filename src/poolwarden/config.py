@@ -105,6 +105,10 @@ TimeOfDay = Annotated[
     ),
 ]
 Command = Annotated[list[str], msgspec.Meta(min_length=1)]
+HealthPath = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^/[!-~]*\Z", extra={_DESCRIBE: 'a path such as "/healthz"'}),
+]
 """A program and its arguments, run without a shell."""
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -154,6 +158,9 @@ class ServerConfig(_Section, frozen=True, kw_only=True):
     """Rotate the front-end log at this size (IIS's HTTPERR rolls at 1 MB)."""
     front_end_log_backups: Count = 5
     """Rotated front-end logs kept."""
+    health_path: HealthPath | None = None
+    """Answered by the front end on every binding with the server's readiness
+    (200, or 503 while a pool is disabled), for a load balancer's health check."""
 
 
 class ApplicationConfig(_Section, frozen=True, kw_only=True):
@@ -382,6 +389,16 @@ class Config:
             rapid_fail_interval=pool.rapid_fail.interval,
             user=pool.user,
             group=pool.group,
+            loop_lag_warning=pool.process_model.loop_lag_warning,
+            request_timeout=pool.process_model.request_timeout,
+            request_timeout_action=pool.process_model.request_timeout_action,
+            recycle_schedule=tuple(pool.recycling.schedule),
+            recycle_on_config_change=pool.recycling.on_config_change,
+            recycle_overlapping=pool.recycling.overlapping,
+            auto_shutdown_command=tuple(pool.rapid_fail.auto_shutdown_command or ()),
+            auto_shutdown_time_limit=pool.rapid_fail.auto_shutdown_time_limit,
+            orphan_worker=pool.rapid_fail.orphan_worker,
+            orphan_action_command=tuple(pool.rapid_fail.orphan_action_command or ()),
         )
 
     def server_settings(self) -> ServerSettings:
@@ -407,6 +424,7 @@ class Config:
             front_end_log=server.front_end_log,
             front_end_log_max_size=server.front_end_log_max_size,
             front_end_log_backups=server.front_end_log_backups,
+            health_path=server.health_path,
         )
 
     def to_dict(self) -> dict[str, Any]:

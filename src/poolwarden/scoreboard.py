@@ -24,6 +24,7 @@ import enum
 import mmap
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -41,10 +42,12 @@ class Phase(enum.IntEnum):
 
 _SEQ_MASK = 0xFFFFFFFF
 """The counter wraps; at 20k requests a second on one slot, 2**32 comes in hours."""
-# phase, status, served, conn_id, started (unix time), method, path, client.
+# phase, status, served, conn_id, started (unix time), method, path, client,
+# thread (the writer's `threading.get_ident()`, which faulthandler's stack
+# dumps print, so a dumped thread can be matched to its request).
 # The first two words (phase and status; served) are each one aligned 4-byte
 # store, so `responding` and `end` change them without the seqlock.
-_BODY = struct.Struct("<BxHIQd12s200s52s")
+_BODY = struct.Struct("<BxHIQd12s200s52sQ")
 SLOT_SIZE = 4 + 4 + _BODY.size  # seq, padding for alignment, body
 assert SLOT_SIZE % 4 == 0, "every slot's counter must be 4-byte aligned"
 _HEADER = struct.Struct("<IIQ")  # magic, slot count, pid
@@ -71,6 +74,7 @@ class SlotView:
     method: str
     path: str
     client: str
+    thread: int = 0
 
 
 def size_for(slots: int) -> int:
@@ -120,7 +124,7 @@ class Scoreboard:
         offset = HEADER_SIZE + index * SLOT_SIZE
         start, end = offset + 8, offset + SLOT_SIZE
         raw = self._map[start:end] if final else self._consistent_copy(offset >> 2, start, end)
-        phase, status, served, conn_id, started, method, path, client = _BODY.unpack(raw)
+        phase, status, served, conn_id, started, method, path, client, thread = _BODY.unpack(raw)
         return SlotView(
             index=index,
             phase=Phase(phase),
@@ -131,6 +135,7 @@ class Scoreboard:
             method=method.rstrip(b"\0").decode("latin-1"),
             path=path.rstrip(b"\0").decode("latin-1"),
             client=client.rstrip(b"\0").decode("latin-1"),
+            thread=thread,
         )
 
     def _consistent_copy(self, seq_index: int, start: int, end: int) -> bytes:
@@ -205,6 +210,7 @@ class SlotWriter:
         "_seqs",
         "_served",
         "_started",
+        "_thread",
     )
 
     def __init__(self, view: mmap.mmap, seqs: memoryview, offset: int) -> None:
@@ -219,6 +225,8 @@ class SlotWriter:
         self._method = b""
         self._path = b""
         self._client = b""
+        self._thread = threading.get_ident()
+        """The slot is written from the thread that made its writer."""
 
     def _write(self, phase: int, status: int) -> None:
         seq = self._seq + 1  # odd: a write is under way
@@ -234,6 +242,7 @@ class SlotWriter:
             self._method,
             self._path,
             self._client,
+            self._thread,
         )
         self._seq = seq = (seq + 1) & _SEQ_MASK
         self._seqs[self._seq_index] = seq

@@ -98,6 +98,29 @@ class PoolSettings(msgspec.Struct, frozen=True):
     auto_start: bool = True
     """Started with the server; `false` leaves the pool stopped until
     `poolwarden pool start`."""
+    loop_lag_warning: float = 1.0
+    """Seconds an ASGI worker's event loop may be blocked before the worker
+    reports it with the stack of what blocks it (0 = never)."""
+    request_timeout: float = 0.0
+    """Seconds a request may run before it is hung: its client gets 504 and
+    its stack goes in an event (0 = never, as in gunicorn and uWSGI)."""
+    request_timeout_action: Literal["log", "recycle", "kill"] = "log"
+    """What then happens to the worker: nothing (the thread runs on), an
+    overlapped recycle, or SIGKILL."""
+    recycle_schedule: tuple[str, ...] = ()
+    """Times of day ("HH:MM", local) at which every worker is recycled, one at a time."""
+    recycle_on_config_change: bool = True
+    recycle_overlapping: bool = True
+    """Start a replacement before the old worker drains; `False` drains
+    first (for apps that cannot run twice at once, e.g. a bound port)."""
+    auto_shutdown_command: tuple[str, ...] = ()
+    """Run (without a shell) when rapid-fail protection disables the pool."""
+    auto_shutdown_time_limit: float = 30.0
+    orphan_worker: bool = False
+    """Keep a hung or failed worker stopped (SIGSTOP) for inspection instead
+    of killing it (IIS's orphanWorkerProcess)."""
+    orphan_action_command: tuple[str, ...] = ()
+    """Run for each orphaned worker, e.g. `gcore`; POOLWARDEN_PID names it."""
 
 
 class ServerSettings(msgspec.Struct, frozen=True):
@@ -120,3 +143,6 @@ class ServerSettings(msgspec.Struct, frozen=True):
     `STATE_DIR/frontend.log` (IIS's HTTPERR log)."""
     front_end_log_max_size: int = 10 * 1024 * 1024
     front_end_log_backups: int = 5
+    health_path: str | None = None
+    """A path answered by the front end on every binding with the server's
+    readiness (200, or 503 while a pool is disabled), for load balancers."""

@@ -331,11 +331,17 @@ _ENTRIES: tuple[EventType, ...] = (
         level="warning",
         category="request",
         title="A request ran longer than the request time-out",
-        meaning="A request ran past `process_model.request_timeout`; the details will carry "
-        "the request and the stack of the thread running it.",
+        meaning="A request ran past `process_model.request_timeout`. Its client got `504` "
+        "from the master (or, if the response had started, the end of the connection); "
+        "the details carry the request and the stack of the thread running it (`stack`) "
+        "and of every thread (`threads`). Then `request_timeout_action`: `log` lets the "
+        "thread run on, `recycle` replaces the worker with overlap, `kill` ends it (a "
+        "second 2040 event records that end).",
         causes=("A slow or stuck call to a database or another service; a deadlock.",),
-        next_steps=("See the requests in flight: `poolwarden requests --pool {pool}`.",),
-        reserved=True,
+        next_steps=(
+            _SHOW + " The stack shows the line the request was on.",
+            "See the requests in flight: `poolwarden requests --pool {pool}`.",
+        ),
     ),
     EventType(
         id=2041,

@@ -22,13 +22,14 @@ ended the process; "poolwarden's" means `sig in signals_sent`):
 | 5 | SIGKILL, not poolwarden's, oom_killed is True         | 2024  | the kernel's OOM killer      | if not asked |
 | 6 | channel broke while the process lived                 | 5011  | poolwarden / as it ended     | yes    |
 | 7 | ended_by = memory_hard_limit                          | 2026  | poolwarden                   | no     |
+| 7b| ended_by = request_timeout (action `kill`)            | 2040  | poolwarden                   | no     |
 | 8 | asked to end; exit 0 or poolwarden's SIGTERM          | 2023  | poolwarden (the reason)      | no     |
 | 9 | asked to end; poolwarden's SIGKILL or SIGABRT         | 5013  | poolwarden (time limit)      | no     |
 | 10| not asked, never ready, ended by itself               | 2022  | the worker itself            | yes    |
 | 11| anything else                                         | 5009  | itself / another process     | if not asked |
 
 "Asked to end" is `ended_by` in recycle, shutdown, idle, drain,
-administrator: a worker that dies some other way while draining is still
+administrator, orphan_reaped (an orphan already counted when it was kept): a worker that dies some other way while draining is still
 5009 (or 2024), with the reason in the message, but does not count toward
 rapid-fail protection: planned work must never stop a pool.
 
@@ -71,10 +72,14 @@ EndedBy = Literal[
     "drain",
     "administrator",
     "memory_hard_limit",
+    "request_timeout",
+    "orphan_reaped",
 ]
 """Why poolwarden asked (or forced) a worker to end."""
 
-PLANNED: frozenset[str] = frozenset({"recycle", "shutdown", "idle", "drain", "administrator"})
+PLANNED: frozenset[str] = frozenset(
+    {"recycle", "shutdown", "idle", "drain", "administrator", "orphan_reaped"}
+)
 """Endings poolwarden asked for that are not failures (the worker is drained)."""
 
 REASONS: dict[str, str] = {
@@ -86,6 +91,8 @@ REASONS: dict[str, str] = {
     "drain": "drain",
     "administrator": "an administrator",
     "memory_hard_limit": "memory hard limit",
+    "request_timeout": "a request past request_timeout",
+    "orphan_reaped": "an orphan reaped",
 }
 """How each `ended_by` reads in a message: `ended by poolwarden (recycle)`."""
 
@@ -641,6 +648,14 @@ def classify(end: WorkerEnd) -> Classification:
             _forced(ending, ending.reason),
             False,
             "memory_hard_limit",
+        )
+    if end.ended_by == "request_timeout":
+        return result(
+            ids.REQUEST_TIMEOUT,
+            f"{name} was killed because a request ran past request_timeout {_life(end)}",
+            _forced(ending, ending.reason),
+            False,
+            "request_timeout_kill",
         )
     # 8.-9. Asked to end, and it did (or was made to at the time limit).
     if ending.asked and (end.returncode == 0 or ending.by_poolwarden):

@@ -58,7 +58,9 @@ from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
 from poolwarden.master.event_log import EventLog
 from poolwarden.master.worker_process import WorkerProcess, WorkerState
+from poolwarden.scoreboard import Phase, SlotView
 from poolwarden.settings import PoolSettings, ServerSettings
+from poolwarden.stacks import StackFrame, innermost_app_frame, render_tasks, render_threads
 
 log = logging.getLogger("poolwarden")
 
@@ -328,6 +330,97 @@ class Pool:
         )
         for action in decide(facts, limits, recycling=self._recycling):
             self._perform(by_pid[action.pid], action)
+        if settings.request_timeout > 0:
+            for worker in by_pid.values():
+                self._check_request_times(worker)
+
+    def _check_request_times(self, worker: WorkerProcess) -> None:
+        """A request past `request_timeout` is hung: its stack is taken, its
+        client answered 504 by the master, and the worker dealt with as
+        `request_timeout_action` says."""
+        limit = self.settings.request_timeout
+        now = time.time()
+        for slot in worker.scoreboard.busy():
+            key = (slot.conn_id, slot.started)
+            if now - slot.started > limit and key not in worker.timed_out_requests:
+                worker.timed_out_requests.add(key)
+                self.loop.create_task(self._request_timed_out(worker, slot))
+
+    async def _request_timed_out(self, worker: WorkerProcess, slot: SlotView) -> None:
+        settings = self.settings
+        tasks = await worker.task_stacks() if worker.interface == "asgi" else None
+        threads = await worker.stacks()
+        now = time.time()
+        current = worker.scoreboard.read(slot.index) if worker.returncode is None else None
+        if current is None or (current.conn_id, current.started) != (slot.conn_id, slot.started):
+            return  # it finished while its stack was taken
+        stack: str | None = None
+        frames: list[StackFrame] = []
+        task = next(
+            (
+                t
+                for t in tasks or ()
+                if t.request is not None and t.name.endswith(f"-{slot.conn_id}")
+            ),
+            None,
+        )
+        if task is not None:
+            stack, frames = render_tasks([task]), task.frames
+        elif worker.interface == "asgi":
+            # No answer from the loop: it is blocked, and its thread shows by what.
+            thread = next((t for t in threads if t.current or not t.request), None)
+            if thread is not None:
+                stack, frames = render_threads([thread]), thread.frames
+        else:
+            thread = next((t for t in threads if t.ident == slot.thread), None)
+            if thread is not None:
+                stack, frames = render_threads([thread]), thread.frames
+        frame = innermost_app_frame(frames)
+        where = f" in {frame.name} ({frame.filename}:{frame.lineno})" if frame else ""
+        elapsed = round(now - slot.started, 3)
+        action = settings.request_timeout_action
+        seq = self.events.emit(
+            catalog.REQUEST_TIMEOUT,
+            f"{slot.method} {slot.path} from {slot.client} ran {elapsed:g}s, past "
+            f"request_timeout ({settings.request_timeout:g}s), in worker {worker.pid} of pool "
+            f"{self.name!r}{where}; action: {action}",
+            pool=self.name,
+            pid=worker.pid,
+            details={
+                "method": slot.method,
+                "path": slot.path,
+                "client": slot.client,
+                "elapsed": elapsed,
+                "request_timeout": settings.request_timeout,
+                "action": action,
+                "response_started": current.phase is Phase.RESPONDING,
+                "stack": stack,
+                "threads": render_threads(threads) if threads else None,
+                "tasks": render_tasks(tasks) if tasks else None,
+            },
+            fingerprint=f"2040 {self.name} {frame.filename}:{frame.lineno}" if frame else None,
+        )
+        log.warning(
+            "pool %s: worker %d: %s %s ran past request_timeout (%gs)%s; action: %s",
+            self.name,
+            worker.pid,
+            slot.method,
+            slot.path,
+            settings.request_timeout,
+            where,
+            action,
+        )
+        self.last_event = f"{catalog.REQUEST_TIMEOUT} #{seq}" if seq is not None else None
+        worker.abandon(slot.conn_id, current.phase is Phase.APP, seq)
+        if action == "kill":
+            worker.kill("request_timeout")
+        elif action == "recycle" and not worker.retiring and self.state is PoolState.STARTED:
+            self.recycle_worker(
+                worker,
+                f"a request ran past request_timeout ({settings.request_timeout:g}s)",
+                "request_timeout",
+                catalog.RECYCLE_UNHEALTHY,
+            )
 
     def _perform(self, worker: WorkerProcess, action: Action) -> None:
         if action.reason == "memory_hard_limit":

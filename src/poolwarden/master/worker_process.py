@@ -1,7 +1,7 @@
 """One worker process as the master sees it: spawn, channel, custody, exit.
 
 ```
- WorkerProcess ──Popen──▶ python -m poolwarden.worker CHANNEL SCOREBOARD LOG MASTER CRASH
+ WorkerProcess ──Popen──▶ python -m poolwarden.worker CHANNEL SCOREBOARD LOG MASTER CRASH STACKS
       │ channel (SEQPACKET): Boot, Dispatch(+fd) ─▶   ◀─ Ready|StartupFailed, Closed
       │ pidfd readable ─▶ the process ended: classify, answer its connections
       │ stdout/stderr pipes ─▶ OutputReader (prefixed lines, kept tail)
@@ -37,7 +37,16 @@ from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
 from poolwarden.master.exits import describe_exit
 from poolwarden.master.output import OutputReader
+from poolwarden.master.stack_capture import StackPipe
 from poolwarden.scoreboard import Phase, Scoreboard, SlotView
+from poolwarden.stacks import (
+    RequestInfo,
+    StackFrame,
+    TaskStack,
+    ThreadStack,
+    parse_faulthandler,
+    with_source,
+)
 
 if TYPE_CHECKING:
     from poolwarden.settings import PoolSettings
@@ -62,6 +71,18 @@ def process_rss(pid: int) -> int | None:
     except psutil.Error:
         return None
     return rss
+
+
+def _request_info(slot: SlotView | None) -> RequestInfo | None:
+    if slot is None:
+        return None
+    return RequestInfo(
+        method=slot.method,
+        path=slot.path,
+        client=slot.client,
+        elapsed=round(max(0.0, time.time() - slot.started), 3),
+        response_started=slot.phase is Phase.RESPONDING,
+    )
 
 
 def read_oom_kills(path: str = OOM_EVENTS) -> int | None:
@@ -155,6 +176,10 @@ class WorkerProcess:
         self._startup_timer: asyncio.TimerHandle | None = None
         self._backlog: deque[tuple[bytes, socket.socket]] = deque()
         self._readers: list[OutputReader] = []
+        self._task_dumps: dict[int, asyncio.Future[ch.Tasks]] = {}
+        self._task_dump_seq = 0
+        self.timed_out_requests: set[tuple[int, float]] = set()
+        """(conn_id, start) of requests already handled as past request_timeout."""
 
     def spawn(self) -> None:
         settings = self.settings
@@ -170,6 +195,7 @@ class WorkerProcess:
         env = dict(os.environ)
         env.update(settings.env)
         env["PYTHONUNBUFFERED"] = "1"
+        self.stack_pipe = StackPipe(self.loop)
         command = [
             settings.python,
             "-m",
@@ -179,6 +205,7 @@ class WorkerProcess:
             str(self.access_log_fd),
             str(os.getpid()),
             str(crash_fd),
+            str(self.stack_pipe.write_fd),
         ]
         try:
             self.process = subprocess.Popen(
@@ -186,7 +213,13 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(worker_end.fileno(), self.scoreboard.fd, self.access_log_fd, crash_fd),
+                pass_fds=(
+                    worker_end.fileno(),
+                    self.scoreboard.fd,
+                    self.access_log_fd,
+                    crash_fd,
+                    self.stack_pipe.write_fd,
+                ),
                 cwd=settings.working_dir,
                 env=env,
                 process_group=0,
@@ -197,11 +230,13 @@ class WorkerProcess:
             # No process: nothing else would ever close these.
             master_end.close()
             self.scoreboard.close()
+            self.stack_pipe.close()
             os.unlink(spawning)
             raise
         finally:
             worker_end.close()
             os.close(crash_fd)
+            self.stack_pipe.close_write_end()
         self.pid = self.process.pid
         self.channel = master_end
         self.crash_file = os.path.join(crash_dir, f"{settings.name}-{self.pid}.txt")
@@ -242,6 +277,35 @@ class WorkerProcess:
         except OSError:
             # The worker is dying; its exit handler answers for the connection.
             pass
+
+    def abandon(self, conn_id: int, answer: bool, event_seq: int | None) -> None:
+        """Take a connection back from the worker (its request ran too
+        long): `504` if no response byte was sent, else just the end of it.
+        Shutting it for writing means nothing the app sends later arrives."""
+        sock = self.custody.pop(conn_id, None)
+        self.send(ch.Abandon(conn_id))
+        if sock is None:
+            return
+        if not answer:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+            return
+        extra = (("X-Poolwarden-Event", str(event_seq)),) if event_seq is not None else ()
+        see = f" See `poolwarden events show {event_seq}`." if event_seq is not None else ""
+        answer_and_close(
+            self.loop,
+            sock,
+            simple_response(
+                504,
+                f"Gateway Timeout: the app did not answer within the request time-out "
+                f"({self.settings.request_timeout:g}s).{see}\n",
+                reason_code="request_timeout",
+                extra_headers=extra,
+            ),
+        )
 
     def _flush_backlog(self) -> None:
         while self._backlog:
@@ -386,6 +450,10 @@ class WorkerProcess:
                 self.runtime_failure = message.traceback
             elif type(message) is ch.ThreadFailed:
                 self.on_thread_failed(self, message)
+            elif type(message) is ch.Tasks:
+                waiter = self._task_dumps.pop(message.seq, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
             elif type(message) is ch.HandBack:
                 sock = self.custody.pop(message.conn_id, None)
                 if sock is not None:
@@ -459,6 +527,59 @@ class WorkerProcess:
             )
             self.kill("startup_time_limit")
 
+    async def stacks(self) -> list[ThreadStack]:
+        """Every thread's Python stack now, each with the request it serves
+        (from the scoreboard); empty if the worker did not answer in time."""
+        if self.returncode is not None:
+            return []
+        dump = await self.stack_pipe.capture(self.pid)
+        if not dump:
+            return []
+        serving = {slot.thread: slot for slot in self.scoreboard.busy() if slot.thread}
+        if self.interface == "asgi":
+            serving = {}  # one loop thread serves every request: see task_stacks()
+        return [
+            msgspec.structs.replace(
+                thread,
+                frames=with_source(thread.frames),
+                request=_request_info(serving.get(thread.ident)),
+            )
+            for thread in parse_faulthandler(dump)
+        ]
+
+    async def task_stacks(self) -> list[TaskStack] | None:
+        """An ASGI worker's pending tasks, each with the request it serves;
+        None if the loop did not answer (it is blocked)."""
+        dump = await self.tasks()
+        if dump is None:
+            return None
+        serving = {slot.conn_id: slot for slot in self.scoreboard.busy()}
+        return [
+            TaskStack(
+                name=task.name,
+                frames=with_source([StackFrame(f.filename, f.lineno, f.name) for f in task.frames]),
+                request=_request_info(serving.get(task.conn_id)) if task.conn_id else None,
+            )
+            for task in dump.tasks
+        ]
+
+    async def tasks(self, timeout: float = 1.0) -> ch.Tasks | None:
+        """An ASGI worker's pending tasks and where each waits; None when its
+        loop did not answer in time (blocked: its thread's stack says by what)."""
+        if self.returncode is not None or self.interface != "asgi":
+            return None
+        self._task_dump_seq += 1
+        seq = self._task_dump_seq
+        waiter: asyncio.Future[ch.Tasks] = self.loop.create_future()
+        self._task_dumps[seq] = waiter
+        self.send(ch.DumpTasks(seq))
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._task_dumps.pop(seq, None)
+
     def busy_count(self) -> int:
         """Requests in the app or responding now, from the scoreboard."""
         return self.scoreboard.busy_count()
@@ -499,6 +620,7 @@ class WorkerProcess:
             pass
         self.channel.close()
         self.scoreboard.close()
+        self.stack_pipe.close()
         self._remove_empty_crash_file()
         self.on_exit(self)
 

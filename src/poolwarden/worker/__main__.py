@@ -1,4 +1,4 @@
-"""`python -m poolwarden.worker CHANNEL_FD SCOREBOARD_FD ACCESS_LOG_FD MASTER_PID CRASH_FD`."""
+"""`python -m poolwarden.worker CHANNEL_FD SCOREBOARD_FD ACCESS_LOG_FD MASTER_PID CRASH_FD STACK_FD`."""
 
 import sys
 

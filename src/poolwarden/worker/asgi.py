@@ -33,6 +33,7 @@ from poolwarden.importer import describe_failure
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
+from poolwarden.worker.task_dump import describe_tasks, request_task_name
 
 LINGER_SECONDS = 2.0
 """How long an error answer waits for the client to close before the socket
@@ -590,7 +591,7 @@ class HttpProtocol(asyncio.Protocol):
         self.active = cycle
         slot = self.server.take_slot()
         self.active_slot = slot
-        self.loop.create_task(cycle.run(slot))
+        self.loop.create_task(cycle.run(slot), name=request_task_name(self.conn_id))
 
     def server_slot_responding(self, status: int) -> None:
         slot = self.active_slot
@@ -879,6 +880,18 @@ class ASGIServer:
                 self.drain()
             elif type(message) is ch.Routes:
                 self.table = routing_table_for(message.routes, self.pool_name)
+            elif type(message) is ch.Abandon:
+                self._abandon(message.conn_id)
+            elif type(message) is ch.DumpTasks:
+                self.send(describe_tasks(message.seq, self.loop))
+
+    def _abandon(self, conn_id: int) -> None:
+        """The master answered the connection (request time-out): the app
+        sees a disconnect at its next `receive()`, and what it sends is
+        dropped. The task is not cancelled: like a WSGI thread, it runs on."""
+        for protocol in list(self.connections):
+            if protocol.conn_id == conn_id and protocol.transport is not None:
+                protocol.transport.close()
 
     async def _adopt(self, sock: socket.socket, dispatch: ch.Dispatch) -> None:
         try:

@@ -24,6 +24,7 @@ from typing import Any
 from poolwarden import channel as ch
 from poolwarden.importer import AppLoadError, detect_interface, load_app
 from poolwarden.scoreboard import Scoreboard
+from poolwarden.signals import STACK_SIGNAL
 from poolwarden.worker.accesslog import AccessLog
 
 EXIT_STARTUP_FAILED = 3
@@ -56,7 +57,9 @@ def receive_boot(channel: socket.socket) -> ch.Boot:
 
 
 def main(argv: list[str]) -> int:
-    channel_fd, scoreboard_fd, access_log_fd, master_pid, crash_fd = (int(arg) for arg in argv[:5])
+    channel_fd, scoreboard_fd, access_log_fd, master_pid, crash_fd, stack_fd = (
+        int(arg) for arg in argv[:6]
+    )
     die_with_parent(master_pid)
     # The master drains workers itself; a terminal's Ctrl-C is for the master.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -65,6 +68,9 @@ def main(argv: list[str]) -> int:
     # The master opened the crash file (`boot.crash_file`); it stays open
     # for the process's life, so a crash at any moment can be written.
     faulthandler.enable(file=crash_fd, all_threads=True)
+    # `poolwarden stack` and request time-outs: the same C-level dump, on a
+    # signal, into a pipe the master reads; the worker runs on.
+    faulthandler.register(STACK_SIGNAL, file=stack_fd, all_threads=True, chain=False)
     sys.path.insert(0, os.getcwd())
     scoreboard = Scoreboard.attach(scoreboard_fd)
     access_log = AccessLog(access_log_fd, boot.access_log_format) if boot.access_log else None

@@ -485,6 +485,7 @@ class Connection:
     """One client connection dispatched to this worker."""
 
     __slots__ = (
+        "abandoned",
         "base_environ",
         "binding",
         "busy",
@@ -516,6 +517,8 @@ class Connection:
         self.binding = dispatch.binding
         self.script_name = dispatch.script_name
         self.disabled = False
+        self.abandoned = False
+        """The master answered it (request time-out): close it when done."""
         self.last_active = time.monotonic()
         # What every request on this connection shares, copied per request.
         self.base_environ: dict[str, Any] = {
@@ -1022,6 +1025,18 @@ class WSGIServer:
                 self.drain()
             elif type(message) is ch.Routes:
                 self.table = routing_table_for(message.routes, self.pool_name)
+            elif type(message) is ch.Abandon:
+                self._abandon(message.conn_id)
+
+    def _abandon(self, conn_id: int) -> None:
+        """The app's thread runs on (nothing can stop a thread); once it
+        returns, the connection is closed, not kept alive."""
+        with self.lock:
+            found = [c for c in self.connections.values() if c.conn_id == conn_id]
+        for connection in found:
+            connection.abandoned = True
+            if not connection.busy:
+                self.close(connection)
 
     def send(self, message: ch.ToMaster) -> None:
         try:
@@ -1031,7 +1046,7 @@ class WSGIServer:
 
     def release(self, connection: Connection) -> None:
         """A thread is done serving `connection` for now; it stays open."""
-        if self.draining:
+        if self.draining or connection.abandoned:
             self.close(connection)
             return
         connection.last_active = time.monotonic()
