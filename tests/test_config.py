@@ -249,8 +249,8 @@ def test_user_and_group_take_names_or_ids() -> None:
         (
             "pools.web.recycling.schedule",
             ["03:00", "24:00"],
-            'pools.web.recycling.schedule[1]: expected a time of day "HH:MM" (24-hour), '
-            'got "24:00"',
+            "pools.web.recycling.schedule[1]: expected a time of day "
+            '"HH:MM" or "HH:MM:SS" (24-hour), got "24:00"',
         ),
         (
             "pools.web.recycling.log_event_on_recycle",

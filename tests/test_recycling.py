@@ -6,12 +6,21 @@ replacement is Ready before the old worker stops taking requests.
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from poolwarden.events import catalog
-from tests.conftest import Server, ServerFactory, events_of, one_pool_config, wait_until
+from tests.conftest import (
+    POOLWARDEN,
+    Server,
+    ServerFactory,
+    events_of,
+    one_pool_config,
+    wait_until,
+)
 
 APP = "tests.apps.recycle_apps:app"
 
@@ -116,3 +125,57 @@ def test_an_idle_worker_is_shut_down_and_the_next_request_starts_one(start_serve
     status, _, body = server.get("/")
     assert status == 200
     assert int(body) != first
+
+
+def test_recycling_on_schedule_fails_no_request(start_serve: Any) -> None:
+    # Two seconds ahead, as "HH:MM:SS" (IIS writes its schedule entries so).
+    at = time.strftime("%H:%M:%S", time.localtime(time.time() + 2))
+    server = start_serve(
+        CONFIG
+        + 'start_mode = "always_running"\nmax_processes = 2\n\n[pools.web.recycling]\n'
+        + f'schedule = ["{at}"]\nlog_event_on_recycle = ["schedule"]\n'
+    )
+    status, _, _ = server.get("/")
+    assert status == 200
+    load = Load(server)
+    try:
+        recycled = wait_until(
+            lambda: events_of(server, catalog.RECYCLE_SCHEDULE), timeout=30, what="a recycle"
+        )
+        assert isinstance(recycled, list)
+        first = recycled[0].pid
+        wait_until(lambda: first not in server.worker_pids(), what="the old worker to go")
+        wait_until(lambda: load.pids - {first}, what="a replacement to serve")
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert at in recycled[0].message
+    # Replacements started after the scheduled time: recycled once, not again.
+    assert len(events_of(server, catalog.RECYCLE_SCHEDULE)) == len(recycled) <= 2
+
+
+def test_without_overlap_the_old_worker_exits_before_its_replacement_starts(
+    start_serve: Any,
+) -> None:
+    server = start_serve(
+        CONFIG + 'start_mode = "always_running"\n\n[pools.web.recycling]\noverlapping = false\n'
+    )
+    [first] = server.worker_pids()
+    load = Load(server)
+    try:
+        wait_until(lambda: load.count >= 20, what="load to flow")
+        result = subprocess.run(
+            [*POOLWARDEN, "pool", "recycle", "web", "--state-dir", str(server.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: load.pids - {first}, what="the replacement to serve")
+    finally:
+        load.stop()
+    # Requests waited in the queue while no worker ran; none failed.
+    assert load.failures == []
+    [exited] = [e for e in events_of(server, catalog.WORKER_EXITED) if e.pid == first]
+    started = [e for e in events_of(server, catalog.WORKER_STARTED) if e.pid != first]
+    assert started and all(event.seq > exited.seq for event in started)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poolwarden.activation.recycling import Limits, WorkerFacts, decide
+from poolwarden.activation.recycling import Limits, WorkerFacts, decide, last_scheduled
 
 
 def worker(pid: int = 1, **facts: float) -> WorkerFacts:
@@ -86,3 +88,44 @@ def test_at_most_one_recycle_at_a_time_and_none_during_one(
                 given_limits.memory_hard_limit
                 and (facts_of.rss or 0) > given_limits.memory_hard_limit
             )
+
+
+# --- the schedule ------------------------------------------------------------------
+
+
+def test_the_latest_scheduled_time_is_today_or_yesterday() -> None:
+    now = datetime(2026, 11, 25, 10, 30, 0)
+    assert last_scheduled(now, ()) is None
+    assert last_scheduled(now, ("03:00",)) == datetime(2026, 11, 25, 3, 0)
+    assert last_scheduled(now, ("03:00", "15:00")) == datetime(2026, 11, 25, 3, 0)
+    assert last_scheduled(now, ("15:00",)) == datetime(2026, 11, 24, 15, 0)
+    assert last_scheduled(now, ("10:30:00",)) == now  # exactly now counts
+    assert last_scheduled(now, ("10:30:01",)) == datetime(2026, 11, 24, 10, 30, 1)
+    assert last_scheduled(now, ("00:00", "23:59:59", "10:29")) == datetime(2026, 11, 25, 10, 29)
+
+
+def test_a_worker_started_before_the_scheduled_time_is_recycled_once() -> None:
+    at = datetime(2026, 11, 25, 3, 0).timestamp()
+    limits = Limits(scheduled_at=at)
+    assert reasons([worker(started_at=at - 1)], limits) == ["schedule"]
+    assert reasons([worker(started_at=at)], limits) == []  # its replacement
+    assert reasons([worker(started_at=at + 60)], limits) == []
+    # one at a time in a garden, none during a recycle
+    garden = [worker(pid, started_at=at - 10) for pid in (1, 2, 3)]
+    assert reasons(garden, limits) == ["schedule"]
+    assert reasons(garden, limits, recycling=True) == []
+
+
+@given(
+    hour=st.integers(0, 23),
+    minute=st.integers(0, 59),
+    entries=st.lists(st.times().map(lambda t: t.strftime("%H:%M:%S")), min_size=1, max_size=4),
+)
+def test_the_latest_scheduled_time_is_within_a_day_and_not_ahead(
+    hour: int, minute: int, entries: list[str]
+) -> None:
+    now = datetime(2026, 3, 29, hour, minute, 30)
+    latest = last_scheduled(now, tuple(entries))
+    assert latest is not None
+    assert now - timedelta(days=1) < latest <= now
+    assert latest.strftime("%H:%M:%S") in entries

@@ -100,8 +100,8 @@ HostName = Annotated[
 TimeOfDay = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z",
-        extra={_DESCRIBE: 'a time of day "HH:MM" (24-hour)'},
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?\Z",
+        extra={_DESCRIBE: 'a time of day "HH:MM" or "HH:MM:SS" (24-hour)'},
     ),
 ]
 Command = Annotated[list[str], msgspec.Meta(min_length=1)]

@@ -7,7 +7,8 @@ and returns what to do. The pool's driver performs it. The rules:
   happens (the last line before the kernel's OOM killer);
 - otherwise at most one worker is acted on per look, and none while a
   recycle is under way, so a web garden never loses all its workers at once;
-- a worker past its request limit, its age, or its RSS or USS limit is
+- a worker past its request limit, its age, a scheduled time of day
+  (`schedule`: started before the latest one), or its RSS or USS limit is
   recycled (with overlap, by the driver); in that order of precedence;
 - an on-demand pool's worker idle for `idle_timeout`, holding no
   connection, is shut down.
@@ -16,9 +17,36 @@ and returns what to do. The pool's driver performs it. The rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
-Reason = Literal["requests", "time", "memory", "private_memory", "idle", "memory_hard_limit"]
+Reason = Literal[
+    "requests", "time", "schedule", "memory", "private_memory", "idle", "memory_hard_limit"
+]
+
+
+def parse_time_of_day(text: str) -> tuple[int, int, int]:
+    """ "HH:MM" or "HH:MM:SS" (IIS writes schedule entries as "03:00:00")."""
+    parts = [int(part) for part in text.split(":")]
+    return parts[0], parts[1], parts[2] if len(parts) > 2 else 0
+
+
+def last_scheduled(now: datetime, schedule: tuple[str, ...]) -> datetime | None:
+    """The latest of the scheduled times of day at or before `now` (today's,
+    or yesterday's if today's are all still ahead); None without a schedule.
+
+    A worker started before it is due: so a worker started at 02:59 is
+    recycled at 03:00, and one started at 03:01 waits for the next day.
+    """
+    latest: datetime | None = None
+    for entry in schedule:
+        hour, minute, second = parse_time_of_day(entry)
+        moment = now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+        if moment > now:
+            moment -= timedelta(days=1)
+        if latest is None or moment > latest:
+            latest = moment
+    return latest
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +67,8 @@ class WorkerFacts:
     replaceable: bool = True
     """Ready and not already being replaced or drained: only the memory hard
     limit applies to the others."""
+    started_at: float = 0.0
+    """Unix time the worker started (for the schedule)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +78,8 @@ class Limits:
     memory_hard_limit: int = 0
     idle_timeout: float = 0.0
     """0: never; only given for on-demand pools."""
+    scheduled_at: float = 0.0
+    """Unix time of the latest scheduled recycle (`last_scheduled`); 0: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +124,13 @@ def _one(worker: WorkerFacts, limits: Limits) -> Action | None:
     if worker.time_limit and worker.age >= worker.time_limit:
         return Action(
             worker.pid, "time", f"it is {worker.age:.0f}s old (limit {worker.time_limit:.0f}s)"
+        )
+    if limits.scheduled_at and worker.started_at < limits.scheduled_at:
+        return Action(
+            worker.pid,
+            "schedule",
+            "it started before its scheduled recycle at "
+            + datetime.fromtimestamp(limits.scheduled_at).strftime("%H:%M:%S"),
         )
     if limits.memory and (worker.rss or 0) > limits.memory:
         return Action(

@@ -39,6 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 
@@ -50,7 +51,7 @@ from poolwarden.activation.rapid_fail import (
     restart_delay,
     standing,
 )
-from poolwarden.activation.recycling import Action, Limits, WorkerFacts, decide
+from poolwarden.activation.recycling import Action, Limits, WorkerFacts, decide, last_scheduled
 from poolwarden.events import catalog
 from poolwarden.events.classify import EndedBy, classify
 from poolwarden.http.error_page import startup_failure_page
@@ -91,6 +92,7 @@ _RECYCLE_EVENTS = {
     "time": catalog.RECYCLE_TIME,
     "memory": catalog.RECYCLE_MEMORY,
     "private_memory": catalog.RECYCLE_PRIVATE_MEMORY,
+    "schedule": catalog.RECYCLE_SCHEDULE,
 }
 
 _ENDED_BY: dict[StopReason | None, EndedBy] = {
@@ -275,6 +277,11 @@ class Pool:
         self._recycling = True
         for worker in old:
             worker.retiring = True
+        if not self.settings.recycle_overlapping:
+            # Stop first, then start: one old worker drains, and its
+            # replacement starts when it has exited (`_worker_exited`).
+            old[0].drain("recycle")
+            return
         for _ in old:
             self._spawn()
 
@@ -293,7 +300,10 @@ class Pool:
             )
         self._recycling = True
         worker.retiring = True
-        self._spawn()
+        if self.settings.recycle_overlapping:
+            self._spawn()
+        else:
+            worker.drain("recycle")  # its replacement starts once it has exited
 
     def check_workers(self, now: float) -> None:
         """The periodic look at every worker: what `activation.recycling.decide`
@@ -320,13 +330,16 @@ class Pool:
                     request_limit=worker.request_limit,
                     time_limit=worker.time_limit if settings.recycle_time else 0.0,
                     replaceable=worker.state is WorkerState.READY and not worker.retiring,
+                    started_at=worker.started_wall,
                 )
             )
+        scheduled = last_scheduled(datetime.now(), settings.recycle_schedule)
         limits = Limits(
             memory=settings.recycle_memory,
             private_memory=settings.recycle_private_memory,
             memory_hard_limit=settings.memory_hard_limit,
             idle_timeout=settings.idle_timeout if settings.start_mode == "on_demand" else 0.0,
+            scheduled_at=scheduled.timestamp() if scheduled is not None else 0.0,
         )
         for action in decide(facts, limits, recycling=self._recycling):
             self._perform(by_pid[action.pid], action)
@@ -593,8 +606,19 @@ class Pool:
                 self._flush_timer = self.loop.call_later(QUEUE_RECHECK, self._flush_queue)
             serving = self.serving_workers
             starting = any(worker.state is WorkerState.STARTING for worker in serving)
-            if not starting and len(serving) < self.settings.processes:
+            if (
+                not starting
+                and len(serving) < self.settings.processes
+                and not self._stopping_first()
+            ):
                 self._spawn()  # on demand: the first request starts a worker
+
+    def _stopping_first(self) -> bool:
+        """A recycle without overlap is waiting for an old worker to exit
+        before it starts the replacement; nothing else starts meanwhile."""
+        return not self.settings.recycle_overlapping and any(
+            worker.retiring and worker.state is WorkerState.DRAINING for worker in self.workers
+        )
 
     def _grow_if_busy(self) -> None:
         """A web garden grows on demand: another worker when every worker has
@@ -792,7 +816,9 @@ class Pool:
                 self._stopped()
             return
         if worker.retiring:
-            if not any(w.retiring and w.returncode is None for w in self.workers):
+            if not self.settings.recycle_overlapping and self.state is PoolState.STARTED:
+                self._spawn()  # stop first, then start
+            elif not any(w.retiring and w.returncode is None for w in self.workers):
                 self._recycling = False
             return  # replaced: its successor is already there
         if not worker.ever_ready:
