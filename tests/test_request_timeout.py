@@ -3,12 +3,14 @@ event, and what happens to the worker by `request_timeout_action`."""
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 
 import pytest
 
 from poolwarden.events import catalog
-from tests.conftest import Server, events_of, one_pool_config, wait_until
+from tests.conftest import POOLWARDEN, Server, events_of, one_pool_config, wait_until
 
 WSGI = "tests.apps.slow_apps:app"
 ASGI = "tests.apps.slow_apps:asgi_app"
@@ -92,3 +94,45 @@ def test_a_fast_request_is_not_touched(start_serve) -> None:
     status, _, body = server.get("/slow?0.3")
     assert status == 200 and int(body) == pid
     assert events_of(server, catalog.REQUEST_TIMEOUT) == []
+
+
+def test_a_request_waits_in_the_queue_no_longer_than_the_start_up_time_limit(
+    start_serve,
+) -> None:
+    server = start_serve(
+        one_pool_config(
+            "slow",
+            WSGI,
+            'start_mode = "always_running"\nthreads = 1\n'
+            '[pools.slow.process_model]\nstartup_time_limit = "1s"\n',
+        )
+    )
+    pid = _serving_pid(server)
+    holder = threading.Thread(target=_hold, args=(server,), daemon=True)
+    holder.start()
+    wait_until(lambda: _busy(server), what="the only thread to be busy")
+    started = time.monotonic()
+    status, headers, body = server.get("/", timeout=30)
+    assert status == 503, body
+    assert headers["x-poolwarden-reason"] == "queue_timeout"
+    assert 1.0 <= time.monotonic() - started < 5.0
+    assert b"stayed busy for 1s" in body
+    assert server.worker_pids() == [pid]
+
+
+def _hold(server: Server) -> None:
+    """Keep the only thread busy until the server stops at teardown."""
+    try:
+        server.get("/stuck", timeout=30)
+    except OSError:
+        pass
+
+
+def _busy(server: Server) -> bool:
+    result = subprocess.run(
+        [*POOLWARDEN, "requests", "--json", "--state-dir", str(server.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return '"/stuck"' in result.stdout

@@ -110,6 +110,8 @@ class Waiting:
 
     sock: socket.socket
     message: ch.Dispatch
+    since: float = 0.0
+    """When it joined the queue (monotonic)."""
 
 
 class Pool:
@@ -308,6 +310,7 @@ class Pool:
     def check_workers(self, now: float) -> None:
         """The periodic look at every worker: what `activation.recycling.decide`
         says (memory hard limit, recycle limits, idleness), done here."""
+        self._expire_queue(now)
         if self.state is not PoolState.STARTED:
             return
         settings = self.settings
@@ -346,6 +349,24 @@ class Pool:
         if settings.request_timeout > 0:
             for worker in by_pid.values():
                 self._check_request_times(worker)
+
+    def _expire_queue(self, now: float) -> None:
+        """A request does not wait for a worker longer than a worker may take
+        to start: past `startup_time_limit` in the queue, it gets 503:
+        `startup_failed` if start-ups failed, `startup_timeout` if one is
+        slow, `queue_timeout` if every worker stayed busy all that time."""
+        limit = self.settings.startup_time_limit
+        if not self.queue or limit <= 0 or now - self.queue[0].since <= limit:
+            return
+        if any(worker.state is WorkerState.READY for worker in self.workers):
+            reason = "queue_timeout"
+        elif self.consecutive_failures:
+            reason = "startup_failed"
+        else:
+            reason = "startup_timeout"
+        while self.queue and now - self.queue[0].since > limit:
+            waiting = self.queue.popleft()
+            self._refuse(waiting.sock, waiting.message, reason)
 
     def _check_request_times(self, worker: WorkerProcess) -> None:
         """A request past `request_timeout` is hung: its stack is taken, its
@@ -601,7 +622,7 @@ class Pool:
         elif len(self.queue) >= self.settings.queue_length:
             self._refuse(sock, message, "queue_full")
         else:
-            self.queue.append(Waiting(sock, message))
+            self.queue.append(Waiting(sock, message, time.monotonic()))
             if self._flush_timer is None and self._least_busy() is not None:
                 self._flush_timer = self.loop.call_later(QUEUE_RECHECK, self._flush_queue)
             serving = self.serving_workers
@@ -683,6 +704,8 @@ class Pool:
             "startup_timeout": f"Service Unavailable: the app of pool {self.name!r} did not "
             "start within its start-up time limit.",
             "queue_full": f"Service Unavailable: the queue of pool {self.name!r} is full.",
+            "queue_timeout": f"Service Unavailable: every worker of pool {self.name!r} stayed "
+            f"busy for {self.settings.startup_time_limit:g}s while this request waited.",
             "pool_stopped": f"Service Unavailable: pool {self.name!r} was stopped by an "
             "administrator.",
             "pool_disabled": f"Service Unavailable: pool {self.name!r} was disabled by "
