@@ -322,3 +322,20 @@ def test_without_core_dumps_the_inherited_limit_stays_and_no_core_is_collected(
     )  # fmt: skip
     assert listed.stdout.startswith("no core dumps in ")
     assert "core_dumps = true" in listed.stdout
+
+
+def test_config_check_warns_when_cores_would_go_elsewhere(tmp_path: Path) -> None:
+    config = tmp_path / "poolwarden.toml"
+    config.write_text(dump_config(tmp_path, "core_dumps = true").format(state_dir="state"))
+    checked = subprocess.run(
+        [*POOLWARDEN, "config", "check", str(config), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    warnings = json.loads(checked.stdout)["warnings"]
+    why = core_dumps_warning(read_core_target(), resource.getrlimit(resource.RLIMIT_CORE)[1])
+    expected = (
+        []
+        if why is None
+        else [{"path": "pools.web.core_dumps", "message": f"core_dumps is on but {why}"}]
+    )
+    assert warnings == expected

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from poolwarden.config import ConfigError, parse_config
-from tests.conftest import Server, one_pool_config, wait_until
+from tests.conftest import POOLWARDEN, REPO, Server, one_pool_config, wait_until
 
 APP = "tests.apps.dump_apps:app"
 
@@ -75,6 +76,12 @@ def test_a_wrapper_that_stays_the_parent_serves_and_its_worker_is_killed_with_it
     assert python_pid != wrapper_pid
     assert answer["ppid"] == wrapper_pid
     assert marker.read_text().splitlines()[1:3] == ["-m", "poolwarden.worker"]
+    listed = subprocess.run(
+        [*POOLWARDEN, "wp", "--json", "--state-dir", str(server.state_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    [row] = json.loads(listed.stdout)["workers"]
+    assert (row["pid"], row["python_pid"]) == (wrapper_pid, python_pid)
     # Two SIGINTs kill the workers at once: the wrapper's whole process group.
     server.signal(signal.SIGINT)
     server.signal(signal.SIGINT)
