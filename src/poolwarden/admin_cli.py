@@ -20,6 +20,7 @@ rich is imported here and in the CLI only: never by the master or workers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,7 +35,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from poolwarden.config import ConfigError, ConfigIssue, load_config
+from poolwarden.config import Config, ConfigError, ConfigIssue, load_config
 from poolwarden.control_client import (
     ACTION_TIMEOUT,
     ControlClient,
@@ -42,6 +43,7 @@ from poolwarden.control_client import (
     ControlError,
 )
 from poolwarden.events.render import format_age
+from poolwarden.master import core_dumps
 from poolwarden.settings import DEFAULT_STATE_DIR
 from poolwarden.units import parse_duration
 
@@ -216,8 +218,10 @@ def format_workers(workers: list[dict[str, Any]]) -> RenderableType:
     columns = ("PID", "POOL", "STATE", "UPTIME", "REQUESTS", "ACTIVE", "RSS", "CPU")
     table = _table(*columns, right=("PID", "UPTIME", "REQUESTS", "ACTIVE", "RSS", "CPU"))
     for worker in workers:
+        pid, python_pid = worker.get("pid"), worker.get("python_pid")
+        wrapped = f" (python {python_pid})" if python_pid and python_pid != pid else ""
         table.add_row(
-            _text(worker.get("pid")),
+            _text(pid) + wrapped,
             _text(worker.get("pool")),
             format_state(str(worker.get("state"))),
             format_uptime(worker.get("uptime")),
@@ -646,12 +650,24 @@ def config_check_command(file: str, as_json: bool) -> None:
         else:
             click.echo(format_issues(error.errors))
         raise click.exceptions.Exit(1) from None
+    config = dataclasses.replace(config, warnings=config.warnings + _core_dump_warnings(config))
     if as_json:
         print_json(_check_result(file, [], config.warnings))
         return
     click.echo(f"{file}: OK")
     for warning in config.warnings:
         click.echo(f"warning: {warning}")
+
+
+def _core_dump_warnings(config: Config) -> list[ConfigIssue]:
+    """Pools with `core_dumps = true` on a machine whose cores go elsewhere."""
+    wanted = [name for name, pool in config.pools.items() if pool.core_dumps]
+    why = core_dumps.system_warning() if wanted else None
+    if why is None:
+        return []
+    return [
+        ConfigIssue(f"pools.{name}.core_dumps", f"core_dumps is on but {why}") for name in wanted
+    ]
 
 
 def _check_result(file: str, issues: list[ConfigIssue], warnings: list[ConfigIssue]) -> Any:

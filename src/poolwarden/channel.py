@@ -86,6 +86,8 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     routes: list[dict[str, object]] | None = None
     """The routing table (`RoutingTable.to_data`), when requests on one
     connection may belong to other pools; None when they cannot."""
+    core_dumps: bool = False
+    """Raise the soft core size limit to the hard one (the pool's `core_dumps`)."""
 
 
 class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):

@@ -332,10 +332,12 @@ def serve(
 
 def _register_admin_commands() -> None:
     from poolwarden.admin_cli import register
+    from poolwarden.dumps_cli import register as register_dumps
     from poolwarden.events_cli import register as register_events
 
     register(main)
     register_events(main)
+    register_dumps(main)
 
 
 _register_admin_commands()

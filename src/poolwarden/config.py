@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import tomllib
 import types
@@ -105,11 +106,12 @@ TimeOfDay = Annotated[
     ),
 ]
 Command = Annotated[list[str], msgspec.Meta(min_length=1)]
+"""A program and its arguments, run without a shell."""
 HealthPath = Annotated[
     str,
     msgspec.Meta(pattern=r"^/[!-~]*\Z", extra={_DESCRIBE: 'a path such as "/healthz"'}),
 ]
-"""A program and its arguments, run without a shell."""
+Argument = Annotated[str, msgspec.Meta(min_length=1, extra={_DESCRIBE: "a non-empty string"})]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 StartMode = Literal["on_demand", "always_running"]
@@ -258,6 +260,14 @@ class PoolConfig(_Section, frozen=True, kw_only=True):
     keepalive_timeout: PositiveDuration = 75.0
     access_log: bool = True
     access_log_format: AccessLogFormat = "combined"
+    launch_wrapper: list[Argument] = []
+    """A command put in front of the worker's command line (`gdb -batch -ex run
+    -ex bt --args`, `strace -f -o FILE`, `py-spy record -o FILE --`); IIS's
+    Image File Execution Options "Debugger". Its program is a path (resolved
+    like `python`) or is looked up on PATH (the pool's `env` PATH if set)."""
+    core_dumps: bool = False
+    """Let workers write core files (soft RLIMIT_CORE raised to the hard one);
+    cores written into the working directory are moved to `STATE_DIR/dumps`."""
     process_model: ProcessModelConfig = ProcessModelConfig()
     recycling: RecyclingConfig = RecyclingConfig()
     rapid_fail: RapidFailConfig = RapidFailConfig()
@@ -399,6 +409,8 @@ class Config:
             auto_shutdown_time_limit=pool.rapid_fail.auto_shutdown_time_limit,
             orphan_worker=pool.rapid_fail.orphan_worker,
             orphan_action_command=tuple(pool.rapid_fail.orphan_action_command or ()),
+            launch_wrapper=tuple(pool.launch_wrapper),
+            core_dumps=pool.core_dumps,
         )
 
     def server_settings(self) -> ServerSettings:
@@ -486,6 +498,8 @@ def config_from_dict(data: Mapping[str, Any], base_dir: str, source: str = "<str
     sites, pools = _tables(values, "sites"), _tables(values, "pools")
     for name, site in sites.items():
         _check_site(name, site, set(pools), issues)
+    for name, pool in pools.items():
+        _check_launch_wrapper(name, pool, os.path.abspath(base_dir), issues)
     _check_shared_bindings(sites, issues)
     if issues:
         raise ConfigError(issues, source)
@@ -790,6 +804,34 @@ def _check_site(name: str, site: Any, pools: set[str], issues: list[ConfigIssue]
             issues.append(ConfigIssue(f"{where}.pool", f"no pool named {_show(pool)}"))
 
 
+def _check_launch_wrapper(name: str, pool: Any, base: str, issues: list[ConfigIssue]) -> None:
+    """The wrapper's program must be there when a worker starts: a path to an
+    executable file, or a name found on the PATH the worker is started with.
+
+    This reads the file system (the one check that does): a typo in a
+    debugger's name should stop the file at `config check`, not surface as a
+    pool whose every start fails.
+    """
+    items = _items(pool, "launch_wrapper", str)
+    if not items or items[0][0] != 0 or not items[0][1]:
+        return
+    program = items[0][1]
+    where = f"{_join('pools', name)}.launch_wrapper[0]"
+    if "/" in program or program.startswith("~"):
+        path = _resolve(base, program)
+        if not os.path.isfile(path):
+            issues.append(ConfigIssue(where, f"{_show(program)}: no such file ({path})"))
+        elif not os.access(path, os.X_OK):
+            issues.append(ConfigIssue(where, f"{_show(program)}: not executable ({path})"))
+        return
+    env = pool.get("env") if isinstance(pool, dict) else None
+    search = env.get("PATH") if isinstance(env, dict) else None
+    if not isinstance(search, str):
+        search = os.environ.get("PATH", os.defpath)
+    if shutil.which(program, path=search) is None:
+        issues.append(ConfigIssue(where, f"{_show(program)} not found on PATH"))
+
+
 def _check_mount(
     mount: str, index: int, seen: dict[str, int], where: str, issues: list[ConfigIssue]
 ) -> None:
@@ -880,8 +922,11 @@ def _resolve_pool(base: str, pool: PoolConfig) -> PoolConfig:
     python = pool.python
     if "/" in python or python.startswith("~"):
         python = _resolve(base, python)
+    wrapper = list(pool.launch_wrapper)
+    if wrapper and ("/" in wrapper[0] or wrapper[0].startswith("~")):
+        wrapper[0] = _resolve(base, wrapper[0])
     return msgspec.structs.replace(
-        pool, python=python, working_dir=_resolve(base, pool.working_dir)
+        pool, python=python, working_dir=_resolve(base, pool.working_dir), launch_wrapper=wrapper
     )
 
 

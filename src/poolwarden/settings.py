@@ -121,6 +121,15 @@ class PoolSettings(msgspec.Struct, frozen=True):
     of killing it (IIS's orphanWorkerProcess)."""
     orphan_action_command: tuple[str, ...] = ()
     """Run for each orphaned worker, e.g. `gcore`; POOLWARDEN_PID names it."""
+    launch_wrapper: tuple[str, ...] = ()
+    """A command put in front of the worker's command line (a debugger, a
+    profiler, `strace -f -o FILE`): IIS's Image File Execution Options
+    "Debugger" value."""
+    core_dumps: bool = False
+    """Workers run with their core size limit raised to the hard limit; a
+    core the kernel writes into the working directory is moved to
+    `STATE_DIR/dumps/POOL-PID.core`. Off by default: cores can be large and
+    hold secrets (whatever was in memory)."""
 
 
 class ServerSettings(msgspec.Struct, frozen=True):

@@ -158,6 +158,10 @@ class WorkerEnd(msgspec.Struct, frozen=True, kw_only=True):
     requests_served: int = 0
     in_flight: list[dict[str, Any]] = []
     """From the scoreboard: method, path, client, elapsed, response_started."""
+    core_dump: str | None = None
+    """Where the master put the worker's core file (`STATE_DIR/dumps/...`)."""
+    core_dump_elsewhere: str | None = None
+    """Where to look for a core the master did not collect (systemd-coredump...)."""
 
 
 class Classification(msgspec.Struct, frozen=True, kw_only=True):
@@ -539,6 +543,10 @@ class _Ending:
                 "innermost_frame": _frame_data(self.dump.innermost_frame()) if self.dump else None,
                 "dump": dump if len(dump) <= MAX_DUMP else dump[:MAX_DUMP] + "\n[truncated]\n",
             }
+        if end.core_dump is not None:
+            details["core_dump"] = end.core_dump
+        if end.core_dump_elsewhere is not None:
+            details["core_dump_elsewhere"] = end.core_dump_elsewhere
         if end.channel_broken_while_alive:
             details["channel_broken_while_alive"] = True
         if end.malformed_channel_data is not None:

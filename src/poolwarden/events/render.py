@@ -155,6 +155,8 @@ KNOWN_DETAILS = frozenset(
         "exception",
         "crash",
         "thread",
+        "core_dump",
+        "core_dump_elsewhere",
     }
 )
 """Details `format_event` shows in sections of their own; the rest are listed."""
@@ -255,6 +257,12 @@ def _ending_rows(details: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("OOM killer", verdict.get(oom, str(oom))))
     if details.get("thread"):
         rows.append(("thread", str(details["thread"])))
+    if details.get("core_dump"):
+        rows.append(
+            ("core dump", f"{details['core_dump']} (`poolwarden dumps` says how to open it)")
+        )
+    elif details.get("core_dump_elsewhere"):
+        rows.append(("core dump", str(details["core_dump_elsewhere"])))
     return rows
 
 

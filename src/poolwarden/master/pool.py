@@ -184,6 +184,7 @@ class Pool:
             multiprocess=settings.processes > 1,
             graceful_timeout=settings.shutdown_time_limit,
             routes=routes,
+            core_dumps=settings.core_dumps,
         )
 
     @property

@@ -39,6 +39,7 @@ from poolwarden import channel as ch
 from poolwarden.config import Config, ConfigError, diff_pools, format_issues, load_config
 from poolwarden.events import catalog
 from poolwarden.http.head import RequestHead
+from poolwarden.master import core_dumps
 from poolwarden.master.binding import BindError, Listener, close_listener, open_listener
 from poolwarden.master.control import (
     ControlServer,
@@ -224,9 +225,9 @@ class Master:
         for pool in self.pools.values():
             for worker in pool.workers:
                 if worker.returncode is None:
-                    worker.last_rss = self._resources(worker.pid)[0]
+                    worker.last_rss = self._resources(worker.python_pid)[0]
                     if pool.settings.recycle_private_memory:
-                        worker.last_uss = private_memory(worker.pid)
+                        worker.last_uss = private_memory(worker.python_pid)
         self._timers[1] = self.loop.call_later(RSS_SAMPLE_EVERY, self._sample_rss)
 
     def _prune(self) -> None:
@@ -250,6 +251,8 @@ class Master:
             return None
 
     def _new_pool(self, settings: PoolSettings) -> Pool:
+        if settings.core_dumps and (why := core_dumps.system_warning()):
+            log.warning("pool %s: core_dumps is on but %s", settings.name, why)
         return Pool(
             self.loop,
             settings,
@@ -500,10 +503,11 @@ class Master:
             for worker in each.workers:
                 if worker.returncode is not None:
                     continue
-                rss, cpu = self._resources(worker.pid)
+                rss, cpu = self._resources(worker.python_pid)
                 rows.append(
                     {
                         "pid": worker.pid,
+                        "python_pid": worker.python_pid,
                         "pool": name,
                         "state": "retiring" if worker.retiring else worker.state.value,
                         "started_at": worker.started_wall,

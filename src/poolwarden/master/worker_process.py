@@ -1,7 +1,8 @@
 """One worker process as the master sees it: spawn, channel, custody, exit.
 
 ```
- WorkerProcess ──Popen──▶ python -m poolwarden.worker CHANNEL SCOREBOARD LOG MASTER CRASH STACKS
+ WorkerProcess ──Popen──▶ [LAUNCH WRAPPER...] python -m poolwarden.worker
+      │                         CHANNEL SCOREBOARD LOG MASTER CRASH STACKS
       │ channel (SEQPACKET): Boot, Dispatch(+fd) ─▶   ◀─ Ready|StartupFailed, Closed
       │ pidfd readable ─▶ the process ended: classify, answer its connections
       │ stdout/stderr pipes ─▶ OutputReader (prefixed lines, kept tail)
@@ -35,6 +36,7 @@ from poolwarden import channel as ch
 from poolwarden.events.classify import EndedBy, WorkerEnd
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
+from poolwarden.master.core_dumps import CollectedCore, collect_core
 from poolwarden.master.exits import describe_exit
 from poolwarden.master.output import OutputReader
 from poolwarden.master.stack_capture import StackPipe
@@ -144,6 +146,11 @@ class WorkerProcess:
         self.killed_by_master = False
         self.started_at = time.monotonic()
         self.pid = 0
+        """The process the master started and reaps: the launch wrapper's, if any."""
+        self.python_pid = 0
+        """The Python worker's own pid (from `Ready`); `pid` until then. It
+        differs from `pid` only under a launch wrapper that does not `exec`."""
+        self.core = CollectedCore()
         self.interface = ""
         self.ever_ready = False
         self.retiring = False
@@ -196,14 +203,18 @@ class WorkerProcess:
         env.update(settings.env)
         env["PYTHONUNBUFFERED"] = "1"
         self.stack_pipe = StackPipe(self.loop)
+        wrapper = list(settings.launch_wrapper)
         command = [
+            *wrapper,
             settings.python,
             "-m",
             "poolwarden.worker",
             str(worker_end.fileno()),
             str(self.scoreboard.fd),
             str(self.access_log_fd),
-            str(os.getpid()),
+            # Under a wrapper the worker's parent may not be the master (0: see
+            # bootstrap.die_with_parent).
+            str(0 if wrapper else os.getpid()),
             str(crash_fd),
             str(self.stack_pipe.write_fd),
         ]
@@ -237,7 +248,7 @@ class WorkerProcess:
             worker_end.close()
             os.close(crash_fd)
             self.stack_pipe.close_write_end()
-        self.pid = self.process.pid
+        self.pid = self.python_pid = self.process.pid
         self.channel = master_end
         self.crash_file = os.path.join(crash_dir, f"{settings.name}-{self.pid}.txt")
         os.replace(spawning, self.crash_file)
@@ -346,7 +357,12 @@ class WorkerProcess:
             self.ended_by = self.ended_by or reason
             self.signals_sent.append(signal.SIGKILL)
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                if self.settings.launch_wrapper:
+                    # The wrapper leads the worker's process group
+                    # (process_group=0): its program goes too.
+                    os.killpg(self.pid, signal.SIGKILL)
+                else:
+                    os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -381,6 +397,8 @@ class WorkerProcess:
             uptime=time.monotonic() - self.started_at,
             requests_served=self.served_at_exit,
             in_flight=in_flight,
+            core_dump=self.core.path,
+            core_dump_elsewhere=self.core.elsewhere,
         )
 
     def _read_crash_dump(self) -> str | None:
@@ -430,11 +448,12 @@ class WorkerProcess:
                         sock.close()
             elif type(message) is ch.Ready:
                 self.interface = message.interface
+                self.python_pid = message.pid
                 if self.state is WorkerState.STARTING:
                     self.state = WorkerState.READY
                     self.ever_ready = True
                     self.startup_seconds = round(time.monotonic() - self.started_at, 3)
-                    self.last_rss = process_rss(self.pid)
+                    self.last_rss = process_rss(self.python_pid)
                     self._schedule_ping()
                     if self._startup_timer is not None:
                         self._startup_timer.cancel()
@@ -501,7 +520,8 @@ class WorkerProcess:
         self.ended_by = self.ended_by or reason
         self.signals_sent.append(signal.SIGABRT)
         try:
-            os.kill(self.pid, signal.SIGABRT)
+            # The Python worker's stacks, not a launch wrapper's.
+            os.kill(self.python_pid, signal.SIGABRT)
         except ProcessLookupError:
             return
         self.loop.call_later(ABORT_GRACE, self.kill, reason)
@@ -532,7 +552,7 @@ class WorkerProcess:
         (from the scoreboard); empty if the worker did not answer in time."""
         if self.returncode is not None:
             return []
-        dump = await self.stack_pipe.capture(self.pid)
+        dump = await self.stack_pipe.capture(self.python_pid)
         if not dump:
             return []
         serving = {slot.thread: slot for slot in self.scoreboard.busy() if slot.thread}
@@ -601,6 +621,17 @@ class WorkerProcess:
         os.close(self.pidfd)
         _, status = os.waitpid(self.pid, 0)
         self.returncode = os.waitstatus_to_exitcode(status)
+        if self.settings.core_dumps:
+            self.core = collect_core(
+                pool=self.settings.name,
+                pid=self.pid,
+                other_pids=(self.python_pid,) if self.python_pid != self.pid else (),
+                cwd=self.settings.working_dir or os.getcwd(),
+                dumped=os.WIFSIGNALED(status) and os.WCOREDUMP(status),
+                signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                since=self.started_wall,
+                state_dir=self.state_dir,
+            )
         self.process.returncode = self.returncode
         # Messages sent just before the end still count (Closed, StartupFailed).
         self._on_channel()

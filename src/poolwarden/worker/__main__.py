@@ -1,4 +1,7 @@
-"""`python -m poolwarden.worker CHANNEL_FD SCOREBOARD_FD ACCESS_LOG_FD MASTER_PID CRASH_FD STACK_FD`."""
+"""`python -m poolwarden.worker CHANNEL_FD SCOREBOARD_FD ACCESS_LOG_FD MASTER_PID CRASH_FD STACK_FD`.
+
+MASTER_PID is 0 when the worker runs under a launch wrapper (see
+`bootstrap.die_with_parent`)."""
 
 import sys
 

@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import faulthandler
 import os
+import resource
 import signal
 import socket
 import sys
@@ -35,15 +36,36 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(master_pid: int) -> None:
-    """Have the kernel kill this process when the master dies."""
+    """Have the kernel kill this process when its parent dies.
+
+    The parent is the master, and `master_pid` checks that it still is (the
+    master may have died before `prctl` took effect). Under a launch wrapper
+    (`gdb --args`, `strace -f`, `py-spy record --`) the parent may be the
+    wrapper instead, and the master passes 0: the check is skipped, since a
+    parent other than the master proves nothing. The signal then follows the
+    wrapper (a debugger killed takes its worker along), and a dead master is
+    still noticed: its end of the channel closes, a worker whose channel
+    reaches EOF (before Boot or while serving) exits, and the wrapper ends
+    with its program. A wrapper that `exec`s the worker (`env`, `nice`,
+    `taskset`, a shell script ending in `exec "$@"`) leaves the master as
+    the parent, so the signal ties the two directly, as without a wrapper.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    if os.getppid() != master_pid:
+    if master_pid and os.getppid() != master_pid:
         # The master died before prctl took effect.
         os._exit(1)
+
+
+def allow_core_dumps() -> None:
+    """Raise the soft core size limit to the hard one (`core_dumps = true`):
+    set here rather than by the master's `preexec_fn`, which is unsafe in a
+    process with threads. Where the core goes is the kernel's core_pattern."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
 
 
 def receive_boot(channel: socket.socket) -> ch.Boot:
@@ -65,6 +87,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=channel_fd)
     boot = receive_boot(channel)
+    if boot.core_dumps:
+        allow_core_dumps()
     # The master opened the crash file (`boot.crash_file`); it stays open
     # for the process's life, so a crash at any moment can be written.
     faulthandler.enable(file=crash_fd, all_threads=True)
