@@ -57,6 +57,7 @@ from poolwarden.events.classify import EndedBy, classify
 from poolwarden.http.error_page import startup_failure_page
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
+from poolwarden.master.commands import run_bounded
 from poolwarden.master.event_log import EventLog
 from poolwarden.master.worker_process import WorkerProcess, WorkerState
 from poolwarden.scoreboard import Phase, SlotView
@@ -910,9 +911,44 @@ class Pool:
             self._auto_restart = self.loop.call_later(
                 self.settings.auto_restart_after, self._restart_by_itself
             )
+        if self.settings.auto_shutdown_command:
+            self.loop.create_task(self._run_auto_shutdown_command(self.disabled_seq))
         self._refuse_queue("pool_disabled")
         for worker in list(self.workers):
             worker.drain("drain")
+
+    async def _run_auto_shutdown_command(self, disabled_seq: int | None) -> None:
+        """IIS's autoShutdownExe: page someone, take the host out of a
+        balancer. Its outcome and output are an event of their own."""
+        settings = self.settings
+        result = await run_bounded(
+            list(settings.auto_shutdown_command),
+            {
+                "POOLWARDEN_POOL": self.name,
+                "POOLWARDEN_EVENT_SEQ": str(disabled_seq or ""),
+                "POOLWARDEN_STATE_DIR": os.path.abspath(self.server.state_dir),
+            },
+            settings.auto_shutdown_time_limit,
+        )
+        event_id = (
+            catalog.AUTO_SHUTDOWN_COMMAND_RAN if result.ok else catalog.AUTO_SHUTDOWN_COMMAND_FAILED
+        )
+        (log.info if result.ok else log.warning)(
+            "pool %s: auto_shutdown_command %s", self.name, result.summary()
+        )
+        self.events.emit(
+            event_id,
+            f"pool {self.name!r}: auto_shutdown_command {result.summary()}",
+            pool=self.name,
+            details={
+                "command": result.command,
+                "returncode": result.returncode,
+                "timed_out": result.timed_out,
+                "error": result.error,
+                "output": result.output,
+                "disabled_seq": disabled_seq,
+            },
+        )
 
     def _restart_by_itself(self) -> None:
         """`auto_restart_after`: an unattended host tries the pool again."""
