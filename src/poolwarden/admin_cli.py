@@ -527,13 +527,23 @@ pool_group.add_command(
 )
 
 
-@click.command("wp", short_help="List the worker processes.")
+@click.group("wp", invoke_without_command=True, short_help="List the worker processes.")
 @click.option("--pool", metavar="NAME", default=None, help="Only this pool's workers.")
 @server_options
+@click.pass_context
 def wp_command(
-    pool: str | None, state_dir: str | None, config_file: str | None, as_json: bool
+    ctx: click.Context,
+    pool: str | None,
+    state_dir: str | None,
+    config_file: str | None,
+    as_json: bool,
 ) -> None:
-    """List the worker processes: pid, pool, state, uptime, requests, memory, CPU."""
+    """List the worker processes: pid, pool, state, uptime, requests, memory, CPU.
+
+    A worker kept stopped for inspection (`rapid_fail.orphan_worker`) is
+    listed as `orphaned`; `poolwarden wp reap PID` ends it."""
+    if ctx.invoked_subcommand is not None:
+        return
     client = connect(state_dir, config_file)
     query = f"?pool={_quote(pool)}" if pool else ""
     try:
@@ -544,6 +554,24 @@ def wp_command(
         print_json(body)
     else:
         print_renderable(format_workers(body["workers"]))
+
+
+@wp_command.command("reap", short_help="End an orphaned worker.")
+@click.argument("pid", type=int)
+@server_options
+def wp_reap_command(
+    pid: int, state_dir: str | None, config_file: str | None, as_json: bool
+) -> None:
+    """End worker PID, kept stopped for inspection as an orphan (SIGKILL)."""
+    client = connect(state_dir, config_file)
+    try:
+        body = client.post(f"/v1/workers/{pid}/reap")
+    except ControlClientError as error:
+        _fail_for(error)
+    if as_json:
+        print_json(body)
+    else:
+        print(f"worker {pid} of pool {body['pool']!r} reaped")
 
 
 @click.command("requests", short_help="List the requests in flight.")

@@ -144,6 +144,11 @@ class ControlTarget(Protocol):
         active_requests, rss (bytes|None), cpu_percent (float|None)."""
         ...
 
+    def reap_worker(self, pid: int) -> dict[str, Any]:
+        """{"pid", "pool", "reaped": True}: SIGKILL an orphan; KeyError for an
+        unknown pid, ValueError if the worker is not an orphan."""
+        ...
+
     def requests(self, pool: str | None, min_elapsed: float) -> list[dict[str, Any]]:
         """Each: pid, pool, method, path, client, elapsed (s), phase
         ("app"|"responding"), status (int|None)."""
@@ -203,6 +208,7 @@ ROUTES: list[Route] = [
         for action in POOL_ACTIONS
     ),
     Route("GET", "/v1/workers", "list_workers", "Worker processes.", query=("pool",)),
+    Route("POST", "/v1/workers/{pid}/reap", "reap_worker", "Reap an orphaned worker."),
     Route(
         "GET",
         "/v1/requests",
@@ -436,6 +442,7 @@ class ControlServer:
             "stop_pool": self._stop_pool,
             "recycle_pool": self._recycle_pool,
             "list_workers": self._list_workers,
+            "reap_worker": self._reap_worker,
             "list_requests": self._list_requests,
             "get_config": self._get_config,
             "reload_config": self._reload_config,
@@ -678,6 +685,17 @@ class ControlServer:
             return Answer(200, {"workers": self.target.workers(pool)})
         except KeyError:
             raise _unknown_pool(pool or "") from None
+
+    async def _reap_worker(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        text = params["pid"]
+        if not text.isdigit():
+            raise ApiError(400, "bad_request", f"pid must be a number, got {text!r}")
+        try:
+            return Answer(200, self.target.reap_worker(int(text)))
+        except KeyError:
+            raise ApiError(404, "unknown_worker", f"no worker with pid {text}") from None
+        except ValueError as error:
+            raise ApiError(409, "invalid_state", str(error)) from None
 
     async def _list_requests(self, params: dict[str, str], query: dict[str, str]) -> Answer:
         pool = _pool_parameter(query)

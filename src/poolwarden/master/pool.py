@@ -143,6 +143,8 @@ class Pool:
         self.state = PoolState.STARTED
         self.stop_reason: StopReason | None = None
         self.workers: list[WorkerProcess] = []
+        self.orphans: list[WorkerProcess] = []
+        """Failed workers kept stopped for inspection (`orphan_worker`)."""
         self.queue: deque[Waiting] = deque()
         self.dispatched = 0
         self.consecutive_failures = 0
@@ -222,6 +224,7 @@ class Pool:
             return
         self.failures = FailureWindow()
         self.disabled_seq = None
+        self.reap_orphans()  # started again: what was kept for inspection goes
         if self._auto_restart is not None:
             self._auto_restart.cancel()
             self._auto_restart = None
@@ -553,6 +556,7 @@ class Pool:
             on_hand_back=self.on_hand_back,
             on_ended=self._worker_ended,
             on_thread_failed=self._thread_failed,
+            on_orphaned=self._worker_orphaned,
         )
         try:
             worker.spawn()
@@ -816,6 +820,9 @@ class Pool:
         self.on_startup_failure(self, failure)
 
     def _worker_exited(self, worker: WorkerProcess) -> None:
+        if worker in self.orphans:
+            self.orphans.remove(worker)
+            return  # out of service since it was orphaned
         if worker in self.workers:
             self.workers.remove(worker)
             self.requests_served_by_gone_workers += worker.served_at_exit
@@ -980,6 +987,82 @@ class Pool:
                 self.last_failure_seq = seq
         return seq
 
+    def _worker_orphaned(self, worker: WorkerProcess, reason: EndedBy, stacks: str) -> int | None:
+        """A failed worker kept stopped: out of service at once, counted as a
+        failure, replaced, and handed to `orphan_action_command`."""
+        if worker in self.workers:
+            self.workers.remove(worker)
+            self.requests_served_by_gone_workers += worker.scoreboard.served()
+        self.orphans.append(worker)
+        verdict = record_failure(self.failures, self.rapid_fail, time.monotonic())
+        self.failures = verdict.window
+        where = standing(verdict.count, self.rapid_fail)
+        why = {
+            "hang": "did not answer a ping in time",
+            "startup_time_limit": "was not ready within the start-up time limit",
+        }.get(reason, "lost its channel")
+        message = (
+            f"worker {worker.pid} of pool {self.name!r} {why} and is kept stopped (SIGSTOP) "
+            f"for inspection; {where}"
+        )
+        log.error("pool %s: %s", self.name, message)
+        seq = self.events.emit(
+            catalog.WORKER_ORPHANED,
+            message,
+            pool=self.name,
+            pid=worker.pid,
+            details={"reason": reason, "stacks": stacks, "rapid_fail": where},
+            fingerprint=f"2027 {self.name} {reason}",
+        )
+        self.last_event = f"{catalog.WORKER_ORPHANED} #{seq}" if seq is not None else None
+        if self.settings.orphan_action_command:
+            self.loop.create_task(self._run_orphan_action(worker, seq))
+        if verdict.disable:
+            self._disable(verdict.count, message, {"reason": reason}, seq)
+        elif self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+            if not worker.ever_ready:
+                self.consecutive_failures += 1
+            self._schedule_respawn()
+        return seq
+
+    async def _run_orphan_action(self, worker: WorkerProcess, seq: int | None) -> None:
+        result = await run_bounded(
+            list(self.settings.orphan_action_command),
+            {
+                "POOLWARDEN_PID": str(worker.python_pid),
+                "POOLWARDEN_POOL": self.name,
+                "POOLWARDEN_EVENT_SEQ": str(seq or ""),
+                "POOLWARDEN_STATE_DIR": os.path.abspath(self.server.state_dir),
+            },
+            self.settings.auto_shutdown_time_limit,
+        )
+        if result.ok:
+            log.info("pool %s: orphan action for worker %d ran", self.name, worker.pid)
+            return
+        self.events.emit(
+            catalog.ORPHAN_ACTION_FAILED,
+            f"pool {self.name!r}: orphan_action_command for worker {worker.pid} {result.summary()}",
+            pool=self.name,
+            pid=worker.pid,
+            details={
+                "command": result.command,
+                "returncode": result.returncode,
+                "timed_out": result.timed_out,
+                "error": result.error,
+                "output": result.output,
+                "orphaned_seq": seq,
+            },
+        )
+
+    def reap_orphans(self, pid: int | None = None) -> list[int]:
+        """End the orphans (all, or the one with `pid`); their pids."""
+        reaped = []
+        for worker in list(self.orphans):
+            if pid is None or worker.pid == pid:
+                worker.reap()
+                reaped.append(worker.pid)
+        return reaped
+
     def _thread_failed(self, worker: WorkerProcess, message: ch.ThreadFailed) -> None:
         log.warning(
             "pool %s: worker %d: an exception ended thread %r: %s: %s",
@@ -1073,6 +1156,8 @@ class Pool:
         self.state = PoolState.STOPPING
         self.stop_reason = reason
         self._recycling = False
+        if reason is not StopReason.ADMINISTRATOR:
+            self.reap_orphans()
         if self._respawn_timer:
             self._respawn_timer.cancel()
             self._respawn_timer = None

@@ -500,7 +500,7 @@ class Master:
         for name, each in self.pools.items():
             if pool is not None and name != pool:
                 continue
-            for worker in each.workers:
+            for worker in [*each.workers, *each.orphans]:
                 if worker.returncode is not None:
                     continue
                 rss, cpu = self._resources(worker.python_pid)
@@ -519,6 +519,17 @@ class Master:
                     }
                 )
         return rows
+
+    def reap_worker(self, pid: int) -> dict[str, Any]:
+        for name, pool in self.pools.items():
+            if any(worker.pid == pid for worker in pool.workers):
+                raise ValueError(
+                    f"worker {pid} of pool {name!r} is serving, not an orphan; "
+                    f"`poolwarden pool recycle {name}` replaces workers"
+                )
+            if pool.reap_orphans(pid):
+                return {"pid": pid, "pool": name, "reaped": True}
+        raise KeyError(pid)
 
     def _resources(self, pid: int) -> tuple[int | None, float | None]:
         """RSS and CPU % since the last look (psutil needs two samples)."""
@@ -589,6 +600,9 @@ class ControlAdapter:
 
     def requests(self, pool: str | None, min_elapsed: float) -> list[dict[str, Any]]:
         return self._master.requests(pool, min_elapsed)
+
+    def reap_worker(self, pid: int) -> dict[str, Any]:
+        return self._master.reap_worker(pid)
 
     def config(self) -> dict[str, Any] | None:
         return self._master.config_dict()

@@ -47,6 +47,7 @@ from poolwarden.stacks import (
     TaskStack,
     ThreadStack,
     parse_faulthandler,
+    render_threads,
     with_source,
 )
 
@@ -104,6 +105,8 @@ class WorkerState(enum.Enum):
     STARTING = "starting"
     READY = "ready"
     DRAINING = "draining"
+    ORPHANED = "orphaned"
+    """Failed or hung, and kept stopped (SIGSTOP) for inspection: `orphan_worker`."""
     EXITED = "exited"
 
 
@@ -126,6 +129,9 @@ class WorkerProcess:
         on_thread_failed: Callable[[WorkerProcess, ch.ThreadFailed], None] = (
             lambda worker, message: None
         ),
+        on_orphaned: Callable[[WorkerProcess, EndedBy, str], int | None] = (
+            lambda worker, reason, stacks: None
+        ),
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -138,6 +144,8 @@ class WorkerProcess:
         self.on_hand_back = on_hand_back
         self.on_ended = on_ended
         self.on_thread_failed = on_thread_failed
+        self.on_orphaned = on_orphaned
+        self.orphaned_at: float | None = None
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -352,6 +360,8 @@ class WorkerProcess:
             self.send(ch.Drain())
 
     def kill(self, reason: EndedBy = "shutdown") -> None:
+        if self.state is WorkerState.ORPHANED and reason != "orphan_reaped":
+            return  # kept for inspection: only a reap ends it
         if self.returncode is None:
             self.killed_by_master = True
             self.ended_by = self.ended_by or reason
@@ -508,7 +518,51 @@ class WorkerProcess:
             self.pid,
             self.settings.ping_response_time,
         )
-        self.abort("hang")
+        self._fail("hang")
+
+    def _fail(self, reason: EndedBy) -> None:
+        """A worker poolwarden must take out of service: killed (a hang with
+        its stacks dumped first), or kept stopped when `orphan_worker` is on."""
+        if self.settings.orphan_worker:
+            self.loop.create_task(self.orphan(reason))
+        elif reason == "hang":
+            self.abort(reason)
+        else:
+            self.kill(reason)
+
+    async def orphan(self, reason: EndedBy) -> None:
+        """IIS's orphanWorkerProcess: take its stacks while it still runs,
+        stop it with SIGSTOP, and keep it for a debugger or the orphan
+        action; it is out of service, and ends only when reaped."""
+        if self.returncode is not None or self.state is WorkerState.ORPHANED:
+            return
+        self.state = WorkerState.ORPHANED
+        self.orphaned_at = time.time()
+        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
+            if timer is not None:
+                timer.cancel()
+        threads = await self.stacks()
+        try:
+            os.kill(self.python_pid, signal.SIGSTOP)
+            if self.python_pid != self.pid:
+                os.kill(self.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return  # it ended meanwhile: its exit is handled as any other
+        self.signals_sent.append(signal.SIGSTOP)
+        seq = self.on_orphaned(self, reason, render_threads(threads) if threads else "")
+        # Its failure is counted now; however it ends later is no new failure.
+        self.ended_by = "orphan_reaped"
+        self._final_busy = self.scoreboard.busy()
+        self._answer_orphaned_connections(seq)
+
+    def reap(self) -> None:
+        """End an orphan: SIGKILL (a stopped process dies of it too)."""
+        self.ended_by = "orphan_reaped"
+        self.kill("orphan_reaped")
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
     def abort(self, reason: EndedBy) -> None:
         """End a hung worker with its stacks: SIGABRT makes faulthandler dump
@@ -533,7 +587,7 @@ class WorkerProcess:
             return
         self.channel_broken = True
         log.error("pool %s: worker %d: its channel broke; killing it", self.settings.name, self.pid)
-        self.kill("drain")
+        self._fail("drain")
 
     def _startup_timed_out(self) -> None:
         self._startup_timer = None
@@ -545,7 +599,7 @@ class WorkerProcess:
                 self.pid,
                 self.settings.startup_time_limit,
             )
-            self.kill("startup_time_limit")
+            self._fail("startup_time_limit")
 
     async def stacks(self) -> list[ThreadStack]:
         """Every thread's Python stack now, each with the request it serves
