@@ -154,6 +154,28 @@ class ControlTarget(Protocol):
         ("app"|"responding"), status (int|None)."""
         ...
 
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        """Every thread's stack of live worker `pid`, within 2 s even when the
+        worker is stuck in C holding the GIL; KeyError if `pid` is not a live
+        worker of this server.
+
+        {"pid", "pool", "interface" ("wsgi"|"asgi"|None before it is ready),
+        "threads": [{"ident" (int, as faulthandler prints it), "name" (str,
+        only when known), "current" (bool: the thread the signal interrupted),
+        "frames": [{"filename", "lineno", "name", "line"}] most recent first,
+        "request": {"method", "path", "client", "elapsed", "response_started"}
+        | None (the request the thread serves: WSGI)}] (empty when the worker
+        did not answer), "tasks": [{"name", "frames" (innermost first),
+        "request"}] | None (ASGI only; None when the loop did not answer),
+        "tasks_note": str | None (why tasks is None on an ASGI worker),
+        "text": str (all of it rendered for people, oldest call first)}."""
+        ...
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        """{"pool": name, "workers": [as `worker_stack`, one per live worker]},
+        taken concurrently (2 s at most); KeyError for an unknown pool."""
+        ...
+
     def config(self) -> dict[str, Any] | None:
         """The running config (`Config.to_dict()`), None in `poolwarden run` mode."""
         ...
@@ -209,6 +231,18 @@ ROUTES: list[Route] = [
     ),
     Route("GET", "/v1/workers", "list_workers", "Worker processes.", query=("pool",)),
     Route("POST", "/v1/workers/{pid}/reap", "reap_worker", "Reap an orphaned worker."),
+    Route(
+        "GET",
+        "/v1/workers/{pid}/stack",
+        "get_worker_stack",
+        "Every thread's stack of one worker (and an ASGI worker's pending tasks).",
+    ),
+    Route(
+        "GET",
+        "/v1/pools/{name}/stack",
+        "get_pool_stack",
+        "Every thread's stack of each worker of a pool.",
+    ),
     Route(
         "GET",
         "/v1/requests",
@@ -443,6 +477,8 @@ class ControlServer:
             "recycle_pool": self._recycle_pool,
             "list_workers": self._list_workers,
             "reap_worker": self._reap_worker,
+            "get_worker_stack": self._get_worker_stack,
+            "get_pool_stack": self._get_pool_stack,
             "list_requests": self._list_requests,
             "get_config": self._get_config,
             "reload_config": self._reload_config,
@@ -687,15 +723,27 @@ class ControlServer:
             raise _unknown_pool(pool or "") from None
 
     async def _reap_worker(self, params: dict[str, str], query: dict[str, str]) -> Answer:
-        text = params["pid"]
-        if not text.isdigit():
-            raise ApiError(400, "bad_request", f"pid must be a number, got {text!r}")
+        pid = _pid_parameter(params["pid"])
         try:
-            return Answer(200, self.target.reap_worker(int(text)))
+            return Answer(200, self.target.reap_worker(pid))
         except KeyError:
-            raise ApiError(404, "unknown_worker", f"no worker with pid {text}") from None
+            raise _not_a_worker(pid) from None
         except ValueError as error:
             raise ApiError(409, "invalid_state", str(error)) from None
+
+    async def _get_worker_stack(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        pid = _pid_parameter(params["pid"])
+        try:
+            return Answer(200, await self.target.worker_stack(pid))
+        except KeyError:
+            raise _not_a_worker(pid) from None
+
+    async def _get_pool_stack(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        name = params["name"]
+        try:
+            return Answer(200, await self.target.pool_stack(name))
+        except KeyError:
+            raise _unknown_pool(name) from None
 
     async def _list_requests(self, params: dict[str, str], query: dict[str, str]) -> Answer:
         pool = _pool_parameter(query)
@@ -780,6 +828,29 @@ def _seconds_parameter(query: dict[str, str], name: str) -> float:
 
 def _unknown_pool(name: str) -> ApiError:
     return ApiError(404, "unknown_pool", f"no pool named {_show(name)}")
+
+
+def _pid_parameter(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or not (0 < int(text) < 2**31):
+        raise ApiError(
+            400, "invalid_parameter", f"pid must be a process id (digits), got {_show(text)}"
+        )
+    return int(text)
+
+
+def _not_a_worker(pid: int) -> ApiError:
+    why = "see poolwarden wp" if _process_exists(pid) else "no such process"
+    return ApiError(404, "unknown_worker", f"pid {pid} is not a worker of this server ({why})")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
 
 
 async def _ask_pid(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:

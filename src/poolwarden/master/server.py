@@ -7,7 +7,7 @@ what was asked; the loop does the work.
 
 ```
  SIGTERM/SIGINT ─▶ shutdown    SIGHUP ─▶ reload the config file
- control.sock ───▶ ControlTarget methods (pools, workers, requests, reload)
+ control.sock ───▶ ControlTarget methods (pools, workers, requests, stacks, reload)
  listeners ──────▶ FrontEnd ──route──▶ Pool ──▶ WorkerProcess
 ```
 
@@ -32,6 +32,7 @@ import sys
 import time
 from typing import Any
 
+import msgspec
 import psutil
 
 from poolwarden import __version__
@@ -52,9 +53,11 @@ from poolwarden.master.event_log import PRUNE_EVERY, EventLog
 from poolwarden.master.frontend import FrontEnd, Route
 from poolwarden.master.frontend_log import FrontEndLog
 from poolwarden.master.pool import Pool, PoolState, StopReason
+from poolwarden.master.worker_process import WorkerProcess
 from poolwarden.routing import RoutingTable
 from poolwarden.scoreboard import Phase
 from poolwarden.settings import PoolSettings, ServerSettings
+from poolwarden.stacks import TASKS_BLOCKED_NOTE, TaskStack, ThreadStack, render_worker
 
 log = logging.getLogger("poolwarden")
 
@@ -573,6 +576,47 @@ class Master:
     def config_dict(self) -> dict[str, Any] | None:
         return self.config.to_dict() if self.config is not None else None
 
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        for name, pool in self.pools.items():
+            for worker in pool.workers:
+                if worker.pid == pid and worker.returncode is None:
+                    return await self._stack_of(name, worker)
+        raise KeyError(pid)
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        live = [w for w in self.pools[name].workers if w.pid > 0 and w.returncode is None]
+        answers = await asyncio.gather(*(self._stack_of(name, worker) for worker in live))
+        return {"pool": name, "workers": list(answers)}
+
+    async def _stack_of(self, pool: str, worker: WorkerProcess) -> dict[str, Any]:
+        """One worker's stacks. The thread dump (faulthandler, no GIL needed)
+        and an ASGI worker's task dump (from its loop, 1 s at most) are taken
+        at the same moment, so a blocked loop shows in the threads."""
+        tasks: list[TaskStack] | None = None
+        note = None
+        if worker.interface == "asgi":
+            threads, tasks = await asyncio.gather(worker.stacks(), worker.task_stacks())
+            note = TASKS_BLOCKED_NOTE if tasks is None else None
+        else:
+            threads = await worker.stacks()
+        return {
+            "pid": worker.pid,
+            "pool": pool,
+            "interface": worker.interface or None,
+            "threads": [_thread_dict(thread) for thread in threads],
+            "tasks": None if tasks is None else [msgspec.to_builtins(task) for task in tasks],
+            "tasks_note": note,
+            "text": render_worker(threads, tasks, note),
+        }
+
+
+def _thread_dict(thread: ThreadStack) -> dict[str, Any]:
+    """A thread as the API shows it: `name` only when it is known."""
+    data: dict[str, Any] = msgspec.to_builtins(thread)
+    if not thread.name:
+        del data["name"]
+    return data
+
 
 class ControlAdapter:
     """The master as the control API sees it (`control.ControlTarget`)."""
@@ -609,3 +653,9 @@ class ControlAdapter:
 
     async def reload_config(self) -> dict[str, Any]:
         return await self._master.reload_config()
+
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        return await self._master.worker_stack(pid)
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        return await self._master.pool_stack(name)
