@@ -7,6 +7,7 @@ Each test runs a real Python process that uses `poolwarden.worker.debugger`
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import shutil
@@ -16,6 +17,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -191,9 +193,9 @@ class PdbClient:
         self.sock.connect(path)
         self.pending = b""
 
-    def until_prompt(self, timeout: float = DEADLINE) -> str:
+    def until_prompt(self, timeout: float = DEADLINE, prompt: bytes = PROMPT) -> str:
         deadline = time.monotonic() + timeout
-        while not self.pending.endswith(PROMPT):
+        while not self.pending.endswith(prompt):
             self._receive(deadline, "a prompt")
         text, self.pending = self.pending.decode(), b""
         return text
@@ -228,6 +230,31 @@ class PdbClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Terminal:
+    """The other side of a pty: keys in, screen text out."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.screen = ""
+
+    def type(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def expect(self, text: str, timeout: float = DEADLINE) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.screen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} not on the screen: {self.screen!r}")
+            readable, _, _ = select.select([self.fd], [], [], remaining)
+            if readable:
+                try:
+                    self.screen += os.read(self.fd, 65536).decode(errors="replace")
+                except OSError:  # EIO: the client closed the terminal
+                    raise AssertionError(f"{text!r} never shown: {self.screen!r}") from None
+        self.screen = self.screen[self.screen.index(text) + len(text) :]
 
 
 @pytest.fixture
@@ -298,6 +325,31 @@ def test_startup_session_steps_into_the_app_module(
     assert (status, err) == (0, "")
     assert "CONTINUED hello42" in out
     assert not os.path.exists(path)
+
+
+def test_breakpoints_keep_the_session_after_the_load(
+    workdir: Path, spawn: Callable[..., Child]
+) -> None:
+    child, path = start_session(workdir, spawn, GOOD_APP)
+    module = str(workdir / "mymod.py")
+    client = PdbClient(path)
+    client.until_prompt()
+
+    assert "Breakpoint 1" in client.command(f"break {module}:8")
+    assert f"> {module}(8)build()" in client.command("continue")
+    # The app's lambda is on the same line: called after the load, it stops there too.
+    after_load = client.command("continue")
+    assert "the session stays open" in after_load
+    assert f"> {module}(8)<lambda>()" in after_load
+    client.send("clear")
+    client.until_prompt(prompt=b"Clear all breaks? ")
+    assert "Deleted breakpoint 1" in client.command("yes")
+    client.send("detach")
+    client.until_closed()
+
+    status, out, err = child.finish()
+    assert (status, err) == (0, "")
+    assert "CONTINUED hello42" in out
 
 
 def test_import_error_gives_a_post_mortem_then_propagates(
@@ -468,3 +520,41 @@ def test_debugpy_missing_is_a_clear_error() -> None:
         pytest.skip("debugpy is installed")
     with pytest.raises(RuntimeError, match="pip install debugpy"):
         start_debugpy()
+
+
+def test_debug_client_at_a_terminal(workdir: Path, spawn: Callable[..., Child]) -> None:
+    """Ctrl-C interrupts the worker; Ctrl-D detaches (keys typed into a real pty)."""
+    child, path = start_session(workdir, spawn, SPINNING_APP, module="spinner")
+    primary, secondary = os.openpty()
+
+    def take_the_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    client = subprocess.Popen(
+        [sys.executable, "-c", f"from poolwarden.debug_client import connect; connect({path!r})"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,
+    )
+    os.close(secondary)
+    screen = Terminal(primary)
+    try:
+        screen.expect("(Pdb) ")
+        screen.type("continue\r")
+        wait_until(lambda: (workdir / "started").exists(), DEADLINE, "the import to run")
+        screen.type("\x03")
+        screen.expect("Program interrupted")
+        screen.expect("(Pdb) ")
+        (workdir / "stop").touch()
+        screen.type("\x04")
+        screen.expect(ENDED)
+        assert client.wait(timeout=DEADLINE) == 0
+    finally:
+        client.kill()
+        client.wait()
+        os.close(primary)
+    status, out, _ = child.finish()
+    assert status == 0
+    assert "CONTINUED spun" in out

@@ -22,12 +22,13 @@ import socket
 import sys
 from typing import TextIO
 
-from poolwarden.worker.debugger import peer_credentials
+from poolwarden.worker.debugger import CONFIRM_CLEAR, PROMPT, peer_credentials
 
-PROMPTS = ("(Pdb) ", "(com) ")
-"""pdb's prompt, and its prompt while defining a breakpoint's `commands`."""
+PROMPTS = (PROMPT, "(com) ", CONFIRM_CLEAR)
+"""pdb's prompt, its prompt while defining a breakpoint's `commands`, and
+the one question it asks (`clear` with no argument)."""
 
-ENDED = "the debug session ended; the worker continued without the debugger"
+ENDED = "the debug session ended"
 
 
 def connect(
@@ -50,7 +51,9 @@ def connect(
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
     except OSError as error:
-        print(f"cannot connect to the debugger at {path}: {error.strerror or error}", file=sys.stderr)
+        print(
+            f"cannot connect to the debugger at {path}: {error.strerror or error}", file=sys.stderr
+        )
         return 1
     with sock:
         if pid is None:
@@ -68,6 +71,7 @@ class _Session:
         self.stdout = stdout
         self.interactive = stdin is sys.stdin and stdin.isatty()
         self.detaching = False
+        self.pending = ""
         if self.interactive:
             try:
                 import readline  # noqa: F401  (line editing and history for input())
@@ -75,35 +79,39 @@ class _Session:
                 pass
 
     def run(self) -> None:
-        pending = ""
         while True:
             try:
-                data = self.sock.recv(65536)
+                if not self._exchange():
+                    break
             except KeyboardInterrupt:
+                # Ctrl-C while the worker runs: it breaks into pdb and prompts.
                 self.interrupt()
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                break
-            pending += data.decode("utf-8", errors="replace")
-            prompt = next((p for p in PROMPTS if pending.endswith(p)), None)
-            if prompt is None or self._more_output_waiting():
-                self.stdout.write(pending)
-                self.stdout.flush()
-                pending = ""
-                continue
-            self.stdout.write(pending[: -len(prompt)])
-            pending = ""
-            line = self.read_line(prompt)
-            if line is None:
-                continue
-            self.send(line + "\n")
-        self.stdout.write(pending)
-        if not pending.endswith("\n"):
-            self.stdout.write("\n")
-        self.stdout.write(ENDED + "\n")
+        if self.pending and not self.pending.endswith("\n"):
+            self.pending += "\n"
+        self.stdout.write(self.pending + ENDED + "\n")
         self.stdout.flush()
+
+    def _exchange(self) -> bool:
+        """Print what the server sent; answer a prompt. False once the server closed."""
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        self.pending += data.decode("utf-8", errors="replace")
+        prompt = next((p for p in PROMPTS if self.pending.endswith(p)), None)
+        if prompt is None or self._more_output_waiting():
+            self.stdout.write(self.pending)
+            self.stdout.flush()
+            self.pending = ""
+            return True
+        self.stdout.write(self.pending[: -len(prompt)])
+        self.pending = ""
+        line = self.read_line(prompt)
+        if line is not None:
+            self.send(line + "\n")
+        return True
 
     def _more_output_waiting(self) -> bool:
         """Whether the prompt-looking text is followed by more output already sent."""

@@ -32,6 +32,7 @@ connect.
 
 from __future__ import annotations
 
+import bdb
 import io
 import os
 import pdb
@@ -57,6 +58,8 @@ app's SIGUSR1/SIGUSR2 handlers. A process without the handler dies of it
 (the default action), so only send it to workers that installed it."""
 
 PROMPT: Final = "(Pdb) "
+CONFIRM_CLEAR: Final = "Clear all breaks? "
+"""The one question pdb asks outside its prompt (`clear` with no argument)."""
 
 MACHINERY_MODULES: Final = ("importlib", "importlib.*", "_frozen_importlib*", "poolwarden.*")
 """Modules `step` never stops in during a startup session: the import system
@@ -331,6 +334,26 @@ class SocketPdb(pdb.Pdb):
     def do_EOF(self, arg: str) -> bool:
         """The client pressed Ctrl-D or went away: detach."""
         return self.do_detach(arg)
+
+    def do_clear(self, arg: str) -> bool:
+        """cl(ear) [filename:lineno | bpnumber ...]
+        With space-separated breakpoint numbers, clear those; with
+        filename:lineno, clear the breakpoints at that line; with no
+        argument, clear all breakpoints after asking (over the socket:
+        pdb asks with `input()`, which would read the worker's own stdin).
+        """
+        if arg:
+            return bool(super().do_clear(arg))
+        self.stdout.write(CONFIRM_CLEAR)
+        self.stdout.flush()
+        if self.stdin.readline().strip().lower() in ("y", "yes"):
+            cleared = [bp for bp in bdb.Breakpoint.bpbynumber if bp]
+            self.clear_all_breaks()
+            for bp in cleared:
+                self.message(f"Deleted {bp}")
+        return False
+
+    do_cl = do_clear
 
     def do_run(self, arg: str) -> bool:
         """run | restart
