@@ -462,6 +462,31 @@ def test_attach_stops_the_main_thread_only(workdir: Path, spawn: Callable[..., C
     assert "BdbQuit" not in child.finish()[2]
 
 
+def test_attach_again_after_the_client_vanished(workdir: Path, spawn: Callable[..., Child]) -> None:
+    script = workdir / "looper.py"
+    script.write_text(ATTACH)
+    child = spawn(script)
+    child.expect("READY")
+
+    os.kill(child.pid, ATTACH_SIGNAL)
+    first = PdbClient(child.expect("LISTENING").split(" ", 1)[1])
+    first.until_prompt()
+    first.send("continue")
+    first.close()
+    counter = workdir / "counter"
+    running = _read_number(counter)
+    wait_until(lambda: _read_number(counter) > running, DEADLINE, "the main loop to run on")
+
+    child.out = b""
+    os.kill(child.pid, ATTACH_SIGNAL)
+    second = PdbClient(child.expect("LISTENING").split(" ", 1)[1])
+    assert "attached to process" in second.until_prompt()
+    second.send("detach")
+    second.until_closed()
+    child.process.terminate()
+    assert "BdbQuit" not in child.finish()[2]
+
+
 def test_debug_client_runs_scripted_commands(workdir: Path, spawn: Callable[..., Child]) -> None:
     child, path = start_session(workdir, spawn, GOOD_APP)
 

@@ -84,6 +84,26 @@ class DebuggerTimeout(TimeoutError):
         self.timeout = timeout
 
 
+# Who is debugging this process
+
+_current: SocketPdb | None = None
+"""The one attached debugger in this process; a second one is refused."""
+_accepting = False
+"""Whether this process is waiting for a debugger to connect."""
+
+
+def session_active() -> bool:
+    """Whether a debugger is attached to this process, or about to be.
+
+    A session whose client went away while the program ran on (after
+    `continue`) does not count: it is detached here, so the next attach
+    works.
+    """
+    if _current is not None and _current.client_gone():
+        _current.detach()
+    return _current is not None or _accepting
+
+
 # The socket
 
 
@@ -143,7 +163,9 @@ def accept_one(
     The socket file stays until the session ends (`SocketPdb.detach`); on a
     timeout it is removed and `DebuggerTimeout` raised.
     """
+    global _accepting
     listener = listen(path)
+    _accepting = True
     try:
         if on_listening is not None:
             on_listening(path)
@@ -166,6 +188,7 @@ def accept_one(
         _unlink_quietly(path)
         raise
     finally:
+        _accepting = False
         listener.close()
 
 
@@ -216,6 +239,15 @@ class _Connection(io.RawIOBase):
             pass
         return size
 
+    def peer_closed(self) -> bool:
+        """Whether the client has gone (EOF or an error), without reading its input."""
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def hang_up(self) -> None:
         """End the connection: the client sees EOF; later reads and writes are no-ops."""
         try:
@@ -226,14 +258,6 @@ class _Connection(io.RawIOBase):
 
 
 # The debugger
-
-_current: SocketPdb | None = None
-"""The one attached debugger in this process; a second one is refused."""
-
-
-def session_active() -> bool:
-    """Whether a debugger is attached to this process right now."""
-    return _current is not None
 
 
 class SocketPdb(pdb.Pdb):
@@ -288,6 +312,10 @@ class SocketPdb(pdb.Pdb):
         self._sigint_before: Any = signal.getsignal(signal.SIGINT)
         global _current
         _current = self
+
+    def client_gone(self) -> bool:
+        """Whether the client went away; pdb itself notices only at its next prompt."""
+        return self.attached and self._connection.peer_closed()
 
     # Detaching instead of quitting
 
@@ -493,9 +521,10 @@ class StartupSession:
         unchanged, so the caller reports the start-up failure as usual.
 
         After a successful load the session detaches, unless the client set
-        breakpoints: then it stays connected so they can still hit (in the
-        main thread) until the client detaches. A client that wants no more
-        of it just presses Ctrl-D at the next prompt, or Ctrl-C then Ctrl-D.
+        breakpoints: then it stays connected so they can still hit until the
+        client detaches (Ctrl-C, then Ctrl-D). pdb traces only the main
+        thread: it runs an ASGI app's event loop, but a WSGI app's requests
+        run on the worker's thread pool, where breakpoints do not hit.
         """
         debugger = self.debugger
         debugger.message(_banner(app))
