@@ -88,6 +88,11 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     connection may belong to other pools; None when they cannot."""
     core_dumps: bool = False
     """Raise the soft core size limit to the hard one (the pool's `core_dumps`)."""
+    debug_dir: str = ""
+    """Where debug sockets go (`STATE_DIR/debug`): `debug attach` and start-up debugging."""
+    debug: str = ""
+    """"pdb" or "debugpy": open a debug server and wait for a client before
+    loading the app (`poolwarden debug startup`); "" for a normal start."""
 
 
 class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
@@ -197,6 +202,14 @@ class ThreadFailed(msgspec.Struct, tag="thread_failed", frozen=True, array_like=
 ToWorker = Boot | Dispatch | Ping | Drain | Routes | Abandon | DumpTasks
 
 
+class DebugWaiting(msgspec.Struct, tag="debug_waiting", frozen=True, array_like=True):
+    """The worker opened a debug server and waits for a client there."""
+
+    adapter: str
+    address: str
+    """The Unix socket's path (pdb) or 127.0.0.1:PORT (debugpy)."""
+
+
 class TaskInfo(msgspec.Struct, frozen=True, array_like=True):
     """One pending asyncio task and where it is suspended."""
 
@@ -214,7 +227,17 @@ class Tasks(msgspec.Struct, tag="tasks", frozen=True, array_like=True):
     """Tasks left out to keep the message within the channel's size."""
 
 
-ToMaster = Ready | StartupFailed | Pong | Closed | HandBack | RuntimeFailure | ThreadFailed | Tasks
+ToMaster = (
+    Ready
+    | StartupFailed
+    | Pong
+    | Closed
+    | HandBack
+    | RuntimeFailure
+    | ThreadFailed
+    | Tasks
+    | DebugWaiting
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)

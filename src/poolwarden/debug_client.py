@@ -22,6 +22,7 @@ import socket
 import sys
 from typing import TextIO
 
+from poolwarden.unix_paths import reachable
 from poolwarden.worker.debugger import CONFIRM_CLEAR, PROMPT, peer_credentials
 
 PROMPTS = (PROMPT, "(com) ", CONFIRM_CLEAR)
@@ -49,7 +50,8 @@ def connect(
     stdout = stdout if stdout is not None else sys.stdout
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(path)
+        with reachable(path) as address:
+            sock.connect(address)
     except OSError as error:
         print(
             f"cannot connect to the debugger at {path}: {error.strerror or error}", file=sys.stderr

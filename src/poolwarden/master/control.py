@@ -49,7 +49,7 @@ import stat
 import struct
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,6 +58,7 @@ import msgspec
 
 from poolwarden import __version__
 from poolwarden.config import ConfigError
+from poolwarden.unix_paths import reachable
 
 log = logging.getLogger("poolwarden.control")
 
@@ -75,34 +76,10 @@ MAX_BODY_BYTES = 64 * 1024
 BACKLOG = 64
 """Pending connections; an operator's commands, not traffic."""
 
-_SUN_PATH_MAX = 107
-"""Longest path `bind`/`connect` take (sockaddr_un.sun_path is 108 bytes with NUL)."""
-
 
 def socket_path(state_dir: str | os.PathLike[str]) -> str:
     """Where the control socket of the server using `state_dir` lives."""
     return os.path.join(os.fspath(state_dir), SOCKET_NAME)
-
-
-@contextlib.contextmanager
-def reachable(path: str, room: int = 0) -> Iterator[str]:
-    """`path`, or an alias of it short enough for a Unix socket address.
-
-    A state directory can be deeper than the 107 bytes a socket address
-    holds. Then the directory is opened and named through
-    `/proc/self/fd/N/` (Linux), which `bind`, `connect`, `stat` and `rename`
-    all follow; the alias is valid inside the `with` block only. `room` is
-    how many bytes longer a sibling name the caller will use is (the
-    server binds a temporary name first).
-    """
-    if len(os.fsencode(path)) + room <= _SUN_PATH_MAX:
-        yield path
-        return
-    directory = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{directory}/{os.path.basename(path)}"
-    finally:
-        os.close(directory)
 
 
 # --- what the API talks to -------------------------------------------------------
@@ -142,6 +119,25 @@ class ControlTarget(Protocol):
     def workers(self, pool: str | None) -> list[dict[str, Any]]:
         """Each: pid, pool, state, started_at, uptime (s), requests_served,
         active_requests, rss (bytes|None), cpu_percent (float|None)."""
+        ...
+
+    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+        """Arm start-up debugging of pool `name` (`start`: re-enable a disabled
+        pool first); the pool's debug status. KeyError, ValueError (disabled)."""
+        ...
+
+    def debug_off(self, name: str) -> dict[str, Any]:
+        """Disarm; the pool's debug status (`{"pool", "armed", "workers"}`)."""
+        ...
+
+    def debug_status(self) -> dict[str, Any]:
+        """{"pools": [{"pool", "armed": {adapter, keep, since}|None, "workers":
+        [{pid, python_pid, adapter, address, since, state}]}]}."""
+        ...
+
+    def attach(self, pid: int) -> dict[str, Any]:
+        """Send the attach signal: {"pid", "pool"}; the socket shows in
+        `debug_status` once the worker listens. KeyError, ValueError."""
         ...
 
     def reap_worker(self, pid: int) -> dict[str, Any]:
@@ -231,6 +227,21 @@ ROUTES: list[Route] = [
     ),
     Route("GET", "/v1/workers", "list_workers", "Worker processes.", query=("pool",)),
     Route("POST", "/v1/workers/{pid}/reap", "reap_worker", "Reap an orphaned worker."),
+    Route(
+        "POST",
+        "/v1/workers/{pid}/attach",
+        "attach_worker",
+        "Make a worker open a pdb server and stop its main thread.",
+    ),
+    Route(
+        "POST",
+        "/v1/pools/{name}/debug",
+        "debug_startup",
+        "Arm start-up debugging: the pool's next worker waits for a debugger.",
+        query=("adapter", "keep", "start"),
+    ),
+    Route("POST", "/v1/pools/{name}/debug/off", "debug_off", "Disarm start-up debugging."),
+    Route("GET", "/v1/debug", "debug_status", "What is armed, and which workers are debugged."),
     Route(
         "GET",
         "/v1/workers/{pid}/stack",
@@ -477,6 +488,10 @@ class ControlServer:
             "recycle_pool": self._recycle_pool,
             "list_workers": self._list_workers,
             "reap_worker": self._reap_worker,
+            "attach_worker": self._attach_worker,
+            "debug_startup": self._debug_startup,
+            "debug_off": self._debug_off,
+            "debug_status": self._debug_status,
             "get_worker_stack": self._get_worker_stack,
             "get_pool_stack": self._get_pool_stack,
             "list_requests": self._list_requests,
@@ -730,6 +745,41 @@ class ControlServer:
             raise _not_a_worker(pid) from None
         except ValueError as error:
             raise ApiError(409, "invalid_state", str(error)) from None
+
+    async def _attach_worker(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        pid = _pid_parameter(params["pid"])
+        try:
+            return Answer(200, self.target.attach(pid))
+        except KeyError:
+            raise _not_a_worker(pid) from None
+        except ValueError as error:
+            raise ApiError(409, "invalid_state", str(error)) from None
+
+    async def _debug_startup(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        name = params["name"]
+        adapter = query.get("adapter", "pdb")
+        if adapter not in ("pdb", "debugpy"):
+            raise ApiError(
+                400, "invalid_parameter", f"adapter must be pdb or debugpy, got {_show(adapter)}"
+            )
+        keep = query.get("keep", "0") in ("1", "true")
+        start = query.get("start", "0") in ("1", "true")
+        try:
+            return Answer(200, self.target.debug_startup(name, adapter, keep, start))
+        except KeyError:
+            raise _unknown_pool(name) from None
+        except ValueError as error:
+            raise ApiError(409, "invalid_state", str(error)) from None
+
+    async def _debug_off(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        name = params["name"]
+        try:
+            return Answer(200, self.target.debug_off(name))
+        except KeyError:
+            raise _unknown_pool(name) from None
+
+    async def _debug_status(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        return Answer(200, self.target.debug_status())
 
     async def _get_worker_stack(self, params: dict[str, str], query: dict[str, str]) -> Answer:
         pid = _pid_parameter(params["pid"])

@@ -105,6 +105,13 @@ _ENDED_BY: dict[StopReason | None, EndedBy] = {
 """What a worker's end event says poolwarden ended it for, by why the pool stops."""
 
 
+@dataclass(frozen=True, slots=True)
+class DebugArm:
+    adapter: str
+    keep: bool
+    since: float
+
+
 @dataclass(slots=True)
 class Waiting:
     """A connection waiting in the pool's queue for a worker."""
@@ -144,6 +151,8 @@ class Pool:
         self.stop_reason: StopReason | None = None
         self.workers: list[WorkerProcess] = []
         self.orphans: list[WorkerProcess] = []
+        self.debug_armed: DebugArm | None = None
+        """`poolwarden debug startup`: the next worker starts under a debugger."""
         """Failed workers kept stopped for inspection (`orphan_worker`)."""
         self.queue: deque[Waiting] = deque()
         self.dispatched = 0
@@ -188,6 +197,7 @@ class Pool:
             graceful_timeout=settings.shutdown_time_limit,
             routes=routes,
             core_dumps=settings.core_dumps,
+            debug_dir=os.path.abspath(os.path.join(server.state_dir, "debug")),
         )
 
     @property
@@ -363,6 +373,8 @@ class Pool:
         limit = self.settings.startup_time_limit
         if not self.queue or limit <= 0 or now - self.queue[0].since <= limit:
             return
+        if any(w.debugging and w.state is WorkerState.STARTING for w in self.workers):
+            return  # a debugger holds the start: requests wait up to the queue bound
         if any(worker.state is WorkerState.READY for worker in self.workers):
             reason = "queue_timeout"
         elif self.consecutive_failures:
@@ -480,6 +492,53 @@ class Pool:
         else:
             self.recycle_worker(worker, action.why, action.reason, _RECYCLE_EVENTS[action.reason])
 
+    def arm_debug(self, adapter: str, keep: bool) -> None:
+        """`poolwarden debug startup`: the next worker waits for a debugger
+        before it loads the app. An always-running pool gets that worker now
+        (it replaces the oldest, with overlap); an on-demand pool when the
+        next request arrives."""
+        if self.state is PoolState.DISABLED:
+            raise ValueError(
+                f"pool {self.name!r} is disabled by rapid-fail protection; "
+                "start it again with the debugger armed (--start)"
+            )
+        self.debug_armed = DebugArm(adapter, keep, time.time())
+        self.last_event = f"debug startup armed ({adapter})"
+        log.info("pool %s: the next worker starts under %s", self.name, adapter)
+        if self.settings.start_mode != "always_running" or self.state is not PoolState.STARTED:
+            return
+        serving = [w for w in self.serving_workers if w.state is WorkerState.READY]
+        if serving and not self._recycling:
+            self.recycle_worker(
+                serving[0], "debug startup", "on_demand", catalog.RECYCLE_ADMINISTRATOR
+            )
+        elif not any(w.state is WorkerState.STARTING for w in self.workers):
+            self._spawn()
+
+    def disarm_debug(self) -> None:
+        self.debug_armed = None
+
+    def debug_status(self) -> dict[str, object]:
+        armed = self.debug_armed
+        return {
+            "pool": self.name,
+            "armed": None
+            if armed is None
+            else {"adapter": armed.adapter, "keep": armed.keep, "since": armed.since},
+            "workers": [
+                {
+                    "pid": worker.pid,
+                    "python_pid": worker.python_pid,
+                    "adapter": worker.debugging,
+                    "address": worker.debug_address,
+                    "since": worker.debug_since,
+                    "state": worker.state.value,
+                }
+                for worker in self.workers
+                if worker.debugging and worker.returncode is None
+            ],
+        }
+
     def update_settings(self, settings: PoolSettings) -> None:
         """A reload changed the pool: new workers get the new settings, and
         the running ones are recycled with overlap."""
@@ -544,10 +603,16 @@ class Pool:
     def _spawn(self) -> None:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED, PoolState.DISABLED):
             return  # a failure reported by an earlier spawn stopped the pool
+        boot = self._boot
+        armed = self.debug_armed
+        if armed is not None:
+            boot = msgspec.structs.replace(boot, debug=armed.adapter)
+            if not armed.keep:
+                self.debug_armed = None  # one worker, then it switches itself off
         worker = WorkerProcess(
             self.loop,
             self.settings,
-            boot=self._boot,
+            boot=boot,
             state_dir=self.server.state_dir,
             access_log_fd=self.access_log_fd,
             on_ready=self._worker_ready,
@@ -693,8 +758,8 @@ class Pool:
             worker = workers[(turn + step) % count]
             if worker.state is not WorkerState.READY:
                 continue
-            if worker.retiring:
-                fallback = fallback or worker
+            if worker.retiring or worker.debug_address is not None:
+                fallback = fallback or worker  # draining, or stopped in a debugger
                 continue
             load = (worker.busy_count(), worker.load)
             if best is None or load < best_load:
@@ -854,7 +919,8 @@ class Pool:
                 self._recycling = False
             return  # replaced: its successor is already there
         if not worker.ever_ready:
-            self.consecutive_failures += 1
+            if not worker.debugging:
+                self.consecutive_failures += 1
             if self._recycling:
                 self._abort_recycle(worker)
             elif not any(w.state is WorkerState.READY for w in self.workers):
@@ -969,7 +1035,7 @@ class Pool:
         sequence number goes in the 502s of the requests it left unanswered."""
         classification = classify(worker.evidence())
         verdict = None
-        if classification.counts_as_failure:
+        if classification.counts_as_failure and not worker.debugging:
             verdict = record_failure(self.failures, self.rapid_fail, time.monotonic())
             self.failures = verdict.window
             where = standing(verdict.count, self.rapid_fail)

@@ -24,6 +24,7 @@ changed are recycled with overlap, and unchanged pools are not touched.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -497,6 +498,35 @@ class Master:
             raise ValueError(f"unknown action {action!r}")
         return pool.status()
 
+    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+        pool = self.pools[name]
+        if self.stopping:
+            raise ValueError("the server is shutting down")
+        if adapter == "debugpy" and importlib.util.find_spec("debugpy") is None:
+            raise ValueError("debugpy is not installed: pip install debugpy (or use pdb)")
+        if start and pool.state.value in ("disabled", "stopped"):
+            pool.resume()
+        pool.arm_debug(adapter, keep)
+        return pool.debug_status()
+
+    def debug_off(self, name: str) -> dict[str, Any]:
+        pool = self.pools[name]
+        pool.disarm_debug()
+        return pool.debug_status()
+
+    def debug_status(self) -> dict[str, Any]:
+        return {"pools": [pool.debug_status() for pool in self.pools.values()]}
+
+    def attach(self, pid: int) -> dict[str, Any]:
+        for name, pool in self.pools.items():
+            for worker in pool.workers:
+                if worker.pid == pid and worker.returncode is None:
+                    if worker.state.value != "ready":
+                        raise ValueError(f"worker {pid} is {worker.state.value}, not ready")
+                    worker.attach()
+                    return {"pid": pid, "pool": name}
+        raise KeyError(pid)
+
     def workers(self, pool: str | None) -> list[dict[str, Any]]:
         now = time.time()
         rows = []
@@ -638,6 +668,18 @@ class ControlAdapter:
 
     async def pool_action(self, name: str, action: str) -> dict[str, Any]:
         return await self._master.pool_action(name, action)
+
+    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+        return self._master.debug_startup(name, adapter, keep, start)
+
+    def debug_off(self, name: str) -> dict[str, Any]:
+        return self._master.debug_off(name)
+
+    def debug_status(self) -> dict[str, Any]:
+        return self._master.debug_status()
+
+    def attach(self, pid: int) -> dict[str, Any]:
+        return self._master.attach(pid)
 
     def workers(self, pool: str | None) -> list[dict[str, Any]]:
         return self._master.workers(pool)

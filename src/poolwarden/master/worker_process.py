@@ -41,6 +41,7 @@ from poolwarden.master.exits import describe_exit
 from poolwarden.master.output import OutputReader
 from poolwarden.master.stack_capture import StackPipe
 from poolwarden.scoreboard import Phase, Scoreboard, SlotView
+from poolwarden.signals import ATTACH_SIGNAL
 from poolwarden.stacks import (
     RequestInfo,
     StackFrame,
@@ -146,6 +147,12 @@ class WorkerProcess:
         self.on_thread_failed = on_thread_failed
         self.on_orphaned = on_orphaned
         self.orphaned_at: float | None = None
+        self.debugging = boot.debug
+        """The debug adapter holding this worker ("pdb", "debugpy"), or "":
+        while it is debugged, its start-up time limit and pings are
+        suspended and its failures do not count (`poolwarden debug`)."""
+        self.debug_address: str | None = None
+        self.debug_since: float | None = None
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -275,7 +282,7 @@ class WorkerProcess:
         self.pidfd = os.pidfd_open(self.pid)
         self.loop.add_reader(self.pidfd, self._on_process_exit)
         limit = settings.startup_time_limit
-        if limit > 0:
+        if limit > 0 and not self.debugging:
             self._startup_timer = self.loop.call_later(limit, self._startup_timed_out)
         self.loop.add_reader(self.channel.fileno(), self._on_channel)
 
@@ -479,6 +486,9 @@ class WorkerProcess:
                 self.runtime_failure = message.traceback
             elif type(message) is ch.ThreadFailed:
                 self.on_thread_failed(self, message)
+            elif type(message) is ch.DebugWaiting:
+                self._debugged(message.adapter)
+                self.debug_address = message.address
             elif type(message) is ch.Tasks:
                 waiter = self._task_dumps.pop(message.seq, None)
                 if waiter is not None and not waiter.done():
@@ -490,9 +500,27 @@ class WorkerProcess:
 
     # health: pings, answered by the worker's own loop or serving threads
 
+    def _debugged(self, adapter: str) -> None:
+        """A debugger holds (or is about to hold) the worker: a stopped
+        thread is no hang, and a slow start no failure."""
+        self.debugging = self.debugging or adapter
+        self.debug_since = self.debug_since or time.time()
+        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
+            if timer is not None:
+                timer.cancel()
+        self._startup_timer = self._ping_timer = self._hang_timer = None
+        self._ping_sent_at = None
+
+    def attach(self) -> None:
+        """`poolwarden debug attach`: the worker opens a pdb server and stops
+        its main thread once a client connects."""
+        self._debugged("pdb")
+        self.debug_address = None
+        os.kill(self.python_pid, ATTACH_SIGNAL)
+
     def _schedule_ping(self) -> None:
         settings = self.settings
-        if settings.pinging_enabled and settings.ping_interval > 0:
+        if settings.pinging_enabled and settings.ping_interval > 0 and not self.debugging:
             self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
 
     def _ping(self) -> None:

@@ -47,11 +47,13 @@ from collections.abc import Callable
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Final, TypeVar
 
+from poolwarden import signals
 from poolwarden.importer import AppLoadError, is_app_frame
+from poolwarden.unix_paths import reachable
 
 T = TypeVar("T")
 
-ATTACH_SIGNAL: Final = int(signal.SIGRTMIN) + 5
+ATTACH_SIGNAL: Final = int(signals.ATTACH_SIGNAL)
 """`poolwarden debug attach` sends this. A real-time signal, so it cannot be
 confused with the signals the master uses (TERM, HUP, ABRT, KILL) or with an
 app's SIGUSR1/SIGUSR2 handlers. A process without the handler dies of it
@@ -123,7 +125,8 @@ def listen(path: str) -> socket.socket:
     try:
         previous = os.umask(0o177)
         try:
-            listener.bind(path)
+            with reachable(path) as address:
+                listener.bind(address)
         finally:
             os.umask(previous)
         os.chmod(path, 0o600)
