@@ -367,8 +367,9 @@ class Pool:
         if task is not None:
             stack, frames = render_tasks([task]), task.frames
         elif worker.interface == "asgi":
-            # No answer from the loop: it is blocked, and its thread shows by what.
-            thread = next((t for t in threads if t.current or not t.request), None)
+            # No answer from the loop: it is blocked, and its thread (the one
+            # that writes the scoreboard; a worker has others) shows by what.
+            thread = next((t for t in threads if t.ident == slot.thread), None)
             if thread is not None:
                 stack, frames = render_threads([thread]), thread.frames
         else:
