@@ -124,6 +124,7 @@ class WorkerProcess:
         on_thread_failed: Callable[[WorkerProcess, ch.ThreadFailed], None] = (
             lambda worker, message: None
         ),
+        on_loop_lag: Callable[[WorkerProcess, ch.LoopLag], None] = lambda worker, message: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -136,6 +137,7 @@ class WorkerProcess:
         self.on_hand_back = on_hand_back
         self.on_ended = on_ended
         self.on_thread_failed = on_thread_failed
+        self.on_loop_lag = on_loop_lag
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -450,6 +452,8 @@ class WorkerProcess:
                 self.runtime_failure = message.traceback
             elif type(message) is ch.ThreadFailed:
                 self.on_thread_failed(self, message)
+            elif type(message) is ch.LoopLag:
+                self.on_loop_lag(self, message)
             elif type(message) is ch.Tasks:
                 waiter = self._task_dumps.pop(message.seq, None)
                 if waiter is not None and not waiter.done():
