@@ -3,6 +3,7 @@
 ```
  master ──Boot, Dispatch(+fd), Ping, Drain──────────▶ worker
  master ◀──Ready | StartupFailed, Pong, Closed──────── worker
+ master ◀──LoopLag (its loop watchdog, ASGI)────────── worker
 ```
 
 The channel is one `AF_UNIX`/`SOCK_SEQPACKET` socket pair per worker, so each
@@ -93,6 +94,9 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     debug: str = ""
     """"pdb" or "debugpy": open a debug server and wait for a client before
     loading the app (`poolwarden debug startup`); "" for a normal start."""
+    loop_lag_warning: float = 1.0
+    """Seconds an ASGI worker's loop may be blocked before its watchdog
+    reports the stall (`LoopLag`); 0: no watchdog."""
 
 
 class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
@@ -199,6 +203,29 @@ class ThreadFailed(msgspec.Struct, tag="thread_failed", frozen=True, array_like=
     traceback: str
 
 
+class LoopLag(msgspec.Struct, tag="loop_lag", frozen=True, array_like=True):
+    """The worker's event loop was blocked past `loop_lag_warning`. Sent by
+    its watchdog thread, once per stall: when the loop runs again, or while
+    it is still blocked after `loop_watch.HOLD_LIMIT` (`ended` false)."""
+
+    lag: float
+    """Seconds the loop had been blocked when its stack was taken."""
+    blocked: float
+    """Seconds it was blocked in all (so far, when not `ended`); at most one
+    heartbeat (`loop_watch.BEAT_INTERVAL`) of the stall's start goes unseen."""
+    ended: bool
+    thread: int
+    """The loop thread's id, as `poolwarden stack` shows it."""
+    frames: list[Frame]
+    """The loop thread's stack when taken, innermost first."""
+    skipped: int = 0
+    """Stalls since the previous report that were not reported (rate limit)."""
+    method: str = ""
+    """The request the loop was running, when it could tell (else empty)."""
+    path: str = ""
+    client: str = ""
+
+
 ToWorker = Boot | Dispatch | Ping | Drain | Routes | Abandon | DumpTasks
 
 
@@ -237,6 +264,7 @@ ToMaster = (
     | ThreadFailed
     | Tasks
     | DebugWaiting
+    | LoopLag
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -376,12 +376,24 @@ _ENTRIES: tuple[EventType, ...] = (
         name="loop_lag",
         level="warning",
         category="request",
-        title="A worker's event loop answered late",
-        meaning="The worker's event loop answered a ping later than "
-        "`process_model.loop_lag_warning`: something blocks the loop.",
-        causes=("Blocking calls (file or network I/O, CPU work) inside async code.",),
-        next_steps=("See what the worker is doing: `poolwarden stack {pid}`.",),
-        reserved=True,
+        title="A worker's event loop was blocked",
+        meaning="An ASGI worker's event loop ran nothing for longer than "
+        "`process_model.loop_lag_warning`, so every request of that worker waited. A "
+        "watchdog thread in the worker saw it and took the loop thread's stack at that "
+        "moment: the message names the innermost line of the app's code and the request "
+        "being served, the details carry the whole stack (`stack`), the lag when it was "
+        "taken (`lag`) and how long the loop was blocked in all (`blocked`; with `ended` "
+        "false, it was still blocked 5 s after it was seen). At most one stall per worker "
+        "is reported every 5 s; `skipped` counts the others.",
+        causes=(
+            "A blocking call inside async code: file or network I/O through a synchronous "
+            "library (`requests`, a database driver), `time.sleep`, CPU-heavy work.",
+        ),
+        next_steps=(
+            _SHOW + " The stack shows the line that blocked the loop; move that call to "
+            "a thread (`await asyncio.to_thread(...)`) or use an async library.",
+            _GROUPS,
+        ),
     ),
     # --- configuration -----------------------------------------------------------------
     EventType(

@@ -62,7 +62,14 @@ from poolwarden.master.event_log import EventLog
 from poolwarden.master.worker_process import WorkerProcess, WorkerState
 from poolwarden.scoreboard import Phase, SlotView
 from poolwarden.settings import PoolSettings, ServerSettings
-from poolwarden.stacks import StackFrame, innermost_app_frame, render_tasks, render_threads
+from poolwarden.stacks import (
+    StackFrame,
+    ThreadStack,
+    innermost_app_frame,
+    render_tasks,
+    render_threads,
+    with_source,
+)
 
 log = logging.getLogger("poolwarden")
 
@@ -198,6 +205,7 @@ class Pool:
             routes=routes,
             core_dumps=settings.core_dumps,
             debug_dir=os.path.abspath(os.path.join(server.state_dir, "debug")),
+            loop_lag_warning=settings.loop_lag_warning,
         )
 
     @property
@@ -418,8 +426,9 @@ class Pool:
         if task is not None:
             stack, frames = render_tasks([task]), task.frames
         elif worker.interface == "asgi":
-            # No answer from the loop: it is blocked, and its thread shows by what.
-            thread = next((t for t in threads if t.current or not t.request), None)
+            # No answer from the loop: it is blocked, and its thread (the one
+            # that writes the scoreboard; a worker has others) shows by what.
+            thread = next((t for t in threads if t.ident == slot.thread), None)
             if thread is not None:
                 stack, frames = render_threads([thread]), thread.frames
         else:
@@ -622,6 +631,7 @@ class Pool:
             on_ended=self._worker_ended,
             on_thread_failed=self._thread_failed,
             on_orphaned=self._worker_orphaned,
+            on_loop_lag=self._loop_lagged,
         )
         try:
             worker.spawn()
@@ -1139,6 +1149,54 @@ class Pool:
             message.message,
         )
         self.events.thread_failed(self.name, worker.pid, message)
+
+    def _loop_lagged(self, worker: WorkerProcess, message: ch.LoopLag) -> None:
+        """An ASGI worker's watchdog saw its event loop blocked (2041): the
+        line that blocked it and for how long."""
+        frames = with_source([StackFrame(f.filename, f.lineno, f.name) for f in message.frames])
+        frame = innermost_app_frame(frames)
+        where = f" in {frame.name} ({frame.filename}:{frame.lineno})" if frame else ""
+        serving = f" while serving {message.method} {message.path}" if message.method else ""
+        how_long = (
+            f"was blocked for {message.blocked:g}s"
+            if message.ended
+            else f"has been blocked for {message.blocked:g}s and still was when reported"
+        )
+        skipped = (
+            f"; {message.skipped} more stall(s) since the last report went unreported"
+            if message.skipped
+            else ""
+        )
+        stack = render_threads(
+            [ThreadStack(ident=message.thread, current=False, frames=frames, name="event loop")]
+        )
+        self.events.emit(
+            catalog.LOOP_LAG,
+            f"the event loop of worker {worker.pid} of pool {self.name!r} {how_long}"
+            f"{where}{serving}{skipped}",
+            pool=self.name,
+            pid=worker.pid,
+            details={
+                "lag": message.lag,
+                "blocked": message.blocked,
+                "ended": message.ended,
+                "loop_lag_warning": self.settings.loop_lag_warning,
+                "method": message.method or None,
+                "path": message.path or None,
+                "client": message.client or None,
+                "skipped": message.skipped,
+                "stack": stack,
+            },
+            fingerprint=f"2041 {self.name} {frame.filename}:{frame.lineno}" if frame else None,
+        )
+        log.warning(
+            "pool %s: worker %d: the event loop %s%s%s",
+            self.name,
+            worker.pid,
+            how_long,
+            where,
+            serving,
+        )
 
     def _timed_out(self, worker: WorkerProcess) -> None:
         failure = ch.StartupFailure(

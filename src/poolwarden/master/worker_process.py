@@ -133,6 +133,7 @@ class WorkerProcess:
         on_orphaned: Callable[[WorkerProcess, EndedBy, str], int | None] = (
             lambda worker, reason, stacks: None
         ),
+        on_loop_lag: Callable[[WorkerProcess, ch.LoopLag], None] = lambda worker, message: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -153,6 +154,7 @@ class WorkerProcess:
         suspended and its failures do not count (`poolwarden debug`)."""
         self.debug_address: str | None = None
         self.debug_since: float | None = None
+        self.on_loop_lag = on_loop_lag
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -489,6 +491,8 @@ class WorkerProcess:
             elif type(message) is ch.DebugWaiting:
                 self._debugged(message.adapter)
                 self.debug_address = message.address
+            elif type(message) is ch.LoopLag:
+                self.on_loop_lag(self, message)
             elif type(message) is ch.Tasks:
                 waiter = self._task_dumps.pop(message.seq, None)
                 if waiter is not None and not waiter.done():

@@ -225,6 +225,7 @@ def run_asgi(
     access_log: AccessLog | None,
 ) -> int:
     from poolwarden.worker.asgi import ASGIServer, Lifespan
+    from poolwarden.worker.loop_watch import LoopWatch
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -238,8 +239,18 @@ def run_asgi(
             return EXIT_STARTUP_FAILED
         channel.send(ch.encode(ch.Ready(pid=os.getpid(), interface="asgi")))
         server.start()
-        await server.done
-        await lifespan.shutdown(boot.graceful_timeout)
+        # Watched while it serves; stopped while the loop still runs, or
+        # its end would look like a stall.
+        watch = None
+        if boot.loop_lag_warning > 0:
+            watch = LoopWatch(loop, boot.loop_lag_warning, channel, scoreboard)
+            watch.start()
+        try:
+            await server.done
+            await lifespan.shutdown(boot.graceful_timeout)
+        finally:
+            if watch is not None:
+                watch.stop()
         return 0
 
     try:
