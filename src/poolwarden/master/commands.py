@@ -31,6 +31,16 @@ class CommandResult:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    def details(self) -> dict[str, object]:
+        """What the event recording the command's run carries."""
+        return {
+            "command": self.command,
+            "returncode": self.returncode,
+            "timed_out": self.timed_out,
+            "error": self.error,
+            "output": self.output,
+        }
+
     def summary(self) -> str:
         if self.error is not None:
             return f"could not be started: {self.error}"

@@ -1024,11 +1024,7 @@ class Pool:
             f"pool {self.name!r}: auto_shutdown_command {result.summary()}",
             pool=self.name,
             details={
-                "command": result.command,
-                "returncode": result.returncode,
-                "timed_out": result.timed_out,
-                "error": result.error,
-                "output": result.output,
+                **result.details(),
                 "disabled_seq": disabled_seq,
             },
         )
@@ -1121,11 +1117,7 @@ class Pool:
             pool=self.name,
             pid=worker.pid,
             details={
-                "command": result.command,
-                "returncode": result.returncode,
-                "timed_out": result.timed_out,
-                "error": result.error,
-                "output": result.output,
+                **result.details(),
                 "orphaned_seq": seq,
             },
         )
