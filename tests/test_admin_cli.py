@@ -87,7 +87,7 @@ def render(renderable: Any, width: int = 200) -> str:
 
 
 def test_register_adds_every_command(cli: click.Group) -> None:
-    assert set(cli.commands) == {"pools", "pool", "wp", "requests", "config", "health"}
+    assert set(cli.commands) == {"pools", "pool", "wp", "requests", "stack", "config", "health"}
 
 
 def test_the_real_cli_has_the_admin_commands() -> None:

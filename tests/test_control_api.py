@@ -68,6 +68,34 @@ def pool_dict(name: str, state: str = "started", reason: str | None = None) -> d
     }
 
 
+def worker_stack_dict(pid: int, pool: str) -> dict[str, Any]:
+    """A WSGI worker's answer to `/v1/workers/{pid}/stack`: one thread serving a request."""
+    frame = {"filename": "/srv/app.py", "lineno": 12, "name": "view", "line": "db.query()"}
+    return {
+        "pid": pid,
+        "pool": pool,
+        "interface": "wsgi",
+        "threads": [
+            {
+                "ident": 0x7F00AA,
+                "current": False,
+                "frames": [frame],
+                "request": {
+                    "method": "GET",
+                    "path": "/slow",
+                    "client": "127.0.0.1:50000",
+                    "elapsed": 7.5,
+                    "response_started": False,
+                },
+            },
+            {"ident": 0x7F00BB, "current": True, "frames": [], "request": None},
+        ],
+        "tasks": None,
+        "tasks_note": None,
+        "text": "Thread 0x7f00aa serving GET /slow from 127.0.0.1:50000 for 7.5s:\n",
+    }
+
+
 class FakeTarget:
     """A master as the control API sees it; tests set its state and read its calls."""
 
@@ -196,6 +224,21 @@ class FakeTarget:
             for r in self.request_rows
             if (pool is None or r["pool"] == pool) and r["elapsed"] >= min_elapsed
         ]
+
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        self._maybe_fail("worker_stack")
+        self.calls.append(("worker_stack", pid))
+        row = next((w for w in self.worker_rows if w["pid"] == pid), None)
+        if row is None:
+            raise KeyError(pid)
+        return worker_stack_dict(pid, row["pool"])
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        self._maybe_fail("pool_stack")
+        if name not in self.pool_table:
+            raise KeyError(name)
+        rows = [w for w in self.worker_rows if w["pool"] == name]
+        return {"pool": name, "workers": [worker_stack_dict(w["pid"], name) for w in rows]}
 
     def config(self) -> dict[str, Any] | None:
         self._maybe_fail("config")
@@ -504,6 +547,35 @@ def test_unknown_pool_is_404(running: Running) -> None:
         assert response.body == {
             "error": {"code": "unknown_pool", "message": 'no pool named "nope"'}
         }
+
+
+def test_stacks_of_a_worker_and_of_a_pool(running: Running) -> None:
+    body = call(running, "GET", "/v1/workers/101/stack").body
+    assert (body["pid"], body["pool"]) == (101, "web")
+    assert body["threads"][0]["request"]["path"] == "/slow"
+    body = call(running, "GET", "/v1/pools/web/stack").body
+    assert [worker["pid"] for worker in body["workers"]] == [101, 102]
+    assert call(running, "GET", "/v1/pools/api/stack").body == {"pool": "api", "workers": []}
+
+
+def test_stack_of_an_unknown_worker_or_pool_is_404(running: Running) -> None:
+    response = call(running, "GET", "/v1/workers/999999999/stack")
+    assert response.status == 404
+    assert response.body["error"] == {
+        "code": "unknown_worker",
+        "message": "pid 999999999 is not a worker of this server (no such process)",
+    }
+    response = call(running, "GET", f"/v1/workers/{os.getpid()}/stack")
+    assert response.status == 404
+    assert response.body["error"]["message"] == (
+        f"pid {os.getpid()} is not a worker of this server (see poolwarden wp)"
+    )
+    response = call(running, "GET", "/v1/pools/nope/stack")
+    assert (response.status, response.body["error"]["code"]) == (404, "unknown_pool")
+    for bad in ("abc", "0", "-1", "1" * 40):
+        response = call(running, "GET", f"/v1/workers/{bad}/stack")
+        assert (response.status, response.body["error"]["code"]) == (400, "invalid_parameter")
+    assert ("worker_stack", 101) not in running.target.calls
 
 
 def test_pool_actions(running: Running) -> None:

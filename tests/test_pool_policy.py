@@ -14,6 +14,7 @@ from poolwarden.activation.pool_policy import (
     Action,
     AllBusy,
     CancelRespawn,
+    DebugArmed,
     Disable,
     Drain,
     Enqueue,
@@ -26,6 +27,7 @@ from poolwarden.activation.pool_policy import (
     PoolMachine,
     PoolState,
     QueueWaitExpired,
+    ReapOrphans,
     RecycleAborted,
     RecycleRequested,
     Refuse,
@@ -36,6 +38,8 @@ from poolwarden.activation.pool_policy import (
     RespawnDue,
     Resume,
     Retire,
+    RunAutoShutdownCommand,
+    RunOrphanAction,
     ScheduleAutoRestart,
     ScheduleKill,
     ScheduleRespawn,
@@ -49,8 +53,10 @@ from poolwarden.activation.pool_policy import (
     Stopped,
     StopReason,
     Unretire,
+    WorkerDebugged,
     WorkerEnded,
     WorkerExited,
+    WorkerOrphaned,
     WorkerPhase,
     WorkerReady,
     WorkerSpawned,
@@ -67,14 +73,18 @@ def pool(
     ready: int = 0,
     starting: int = 0,
     stop_reason: StopReason | None = None,
+    debugged: tuple[int, ...] = (),
+    orphans: tuple[int, ...] = (),
     **config: object,
 ) -> PoolMachine:
-    """A machine in `state` with `ready` Ready workers (ids 1..) then `starting` ones."""
+    """A machine in `state` with `ready` Ready workers (ids 1..) then `starting`
+    ones, those in `debugged` held by a debugger, and `orphans` kept stopped."""
     machine = PoolMachine(PoolConfig(**config))  # type: ignore[arg-type]
     for id in range(1, ready + starting + 1):
-        machine.handle(WorkerSpawned(id))
+        machine.handle(WorkerSpawned(id, debugged=id in debugged))
         if id <= ready:
             machine.handle(WorkerReady(id))
+    machine.orphans.update(orphans)
     machine.state = state
     machine.stop_reason = stop_reason
     return machine
@@ -470,6 +480,177 @@ TABLE: list[tuple[str, Callable[[], PoolMachine], Event, PoolState, list[Action]
         PoolState.DISABLED,
         [FailureCounted(1), Disable(1), RefuseQueue("pool_disabled")],
     ),
+    (
+        "disabled with auto_shutdown_command: it runs after 5002",
+        lambda: pool(
+            ready=1, rapid_fail=RapidFailPolicy(max_crashes=1), auto_shutdown_command=True
+        ),
+        WorkerEnded(1, True, 0.0),
+        PoolState.DISABLED,
+        [
+            FailureCounted(1),
+            Disable(1),
+            RunAutoShutdownCommand(),
+            RefuseQueue("pool_disabled"),
+            Drain(1, "drain"),
+        ],
+    ),
+    (
+        "a failure while disabled is counted, and disables nothing again",
+        lambda: pool(PoolState.DISABLED, ready=1, rapid_fail=RapidFailPolicy(max_crashes=1)),
+        WorkerEnded(1, True, 0.0),
+        PoolState.DISABLED,
+        [FailureCounted(1)],
+    ),
+    # debugged workers
+    (
+        "a debugged worker's failure is not counted",
+        lambda: pool(ready=1, debugged=(1,), rapid_fail=RapidFailPolicy(max_crashes=1)),
+        WorkerEnded(1, True, 0.0),
+        PoolState.STARTED,
+        [],
+    ),
+    (
+        "a debugged worker dead before Ready: startup_failed, no back-off step",
+        lambda: pool(starting=1, debugged=(1,)),
+        WorkerExited(1, reported_startup_failure=True),
+        PoolState.STARTUP_FAILED,
+        [RefuseQueue("startup_failed"), ScheduleRespawn(0.0)],
+    ),
+    (
+        "the queue does not expire while a debugger holds a start",
+        lambda: pool(ready=1, starting=1, debugged=(2,)),
+        QueueWaitExpired(),
+        PoolState.STARTED,
+        [],
+    ),
+    (
+        "... but does while a debugger holds a Ready worker",
+        lambda: pool(ready=1, debugged=(1,)),
+        QueueWaitExpired(),
+        PoolState.STARTED,
+        [RefuseExpired("queue_timeout")],
+    ),
+    (
+        "debug startup armed: the oldest Ready worker is replaced",
+        lambda: pool(ready=2, processes=2),
+        DebugArmed(),
+        PoolState.STARTED,
+        [Retire(1), Spawn(1)],
+    ),
+    (
+        "... without overlap it drains first",
+        lambda: pool(ready=1, overlapping=False),
+        DebugArmed(),
+        PoolState.STARTED,
+        [Retire(1), Drain(1, "recycle")],
+    ),
+    (
+        "... or starts one if none serves",
+        lambda: pool(),
+        DebugArmed(),
+        PoolState.STARTED,
+        [Spawn(1)],
+    ),
+    (
+        "... and waits for the next start while one starts",
+        lambda: pool(starting=1),
+        DebugArmed(),
+        PoolState.STARTED,
+        [],
+    ),
+    (
+        "... and an on-demand pool's comes with the next request",
+        lambda: pool(ready=1, always_running=False),
+        DebugArmed(),
+        PoolState.STARTED,
+        [],
+    ),
+    (
+        "... and a stopped pool's when it is started",
+        lambda: pool(PoolState.STOPPED, stop_reason=ADMIN),
+        DebugArmed(),
+        PoolState.STOPPED,
+        [],
+    ),
+    # orphans
+    (
+        "an orphan is counted and replaced",
+        lambda: pool(ready=1),
+        WorkerOrphaned(1, 0.0),
+        PoolState.STARTED,
+        [FailureCounted(1), ScheduleRespawn(0.0)],
+    ),
+    (
+        "an orphan goes to the orphan action first",
+        lambda: pool(ready=1, orphan_action_command=True),
+        WorkerOrphaned(1, 0.0),
+        PoolState.STARTED,
+        [RunOrphanAction(1), FailureCounted(1), ScheduleRespawn(0.0)],
+    ),
+    (
+        "an orphan can fill the window",
+        lambda: pool(ready=2, processes=2, rapid_fail=RapidFailPolicy(max_crashes=1)),
+        WorkerOrphaned(1, 0.0),
+        PoolState.DISABLED,
+        [FailureCounted(1), Disable(1), RefuseQueue("pool_disabled"), Drain(2, "drain")],
+    ),
+    (
+        "a debugged orphan is not counted, but replaced",
+        lambda: pool(ready=1, debugged=(1,)),
+        WorkerOrphaned(1, 0.0),
+        PoolState.STARTED,
+        [ScheduleRespawn(0.0)],
+    ),
+    (
+        "the last worker of a stopping pool orphaned: stopped",
+        lambda: pool(PoolState.STOPPING, ready=1, stop_reason=ADMIN),
+        WorkerOrphaned(1, 0.0),
+        PoolState.STOPPED,
+        [FailureCounted(1), Stopped()],
+    ),
+    (
+        "a worker that ended before it could be orphaned",
+        lambda: pool(),
+        WorkerOrphaned(1, 0.0),
+        PoolState.STARTED,
+        [],
+    ),
+    (
+        "an orphan's end when reaped is no news",
+        lambda: pool(orphans=(7,), rapid_fail=RapidFailPolicy(max_crashes=1)),
+        WorkerEnded(7, True, 0.0),
+        PoolState.STARTED,
+        [],
+    ),
+    (
+        "... nor its exit",
+        lambda: pool(orphans=(7,)),
+        WorkerExited(7, queued=1),
+        PoolState.STARTED,
+        [],
+    ),
+    (
+        "started again, the orphans are reaped",
+        lambda: pool(PoolState.DISABLED, orphans=(7,)),
+        Resume(),
+        PoolState.STARTED,
+        [ReapOrphans(), Spawn(1)],
+    ),
+    (
+        "a shutdown reaps the orphans",
+        lambda: pool(ready=1, orphans=(7,)),
+        Stop(StopReason.SHUTDOWN, 2.0),
+        PoolState.STOPPING,
+        [ReapOrphans(), RefuseQueue("shutting_down"), Drain(1, "shutdown"), ScheduleKill(2.0)],
+    ),
+    (
+        "an administrator's stop keeps them for inspection",
+        lambda: pool(ready=1, orphans=(7,)),
+        Stop(ADMIN, 2.0),
+        PoolState.STOPPING,
+        [RefuseQueue("pool_stopped"), Drain(1, "administrator"), ScheduleKill(2.0)],
+    ),
 ]
 
 
@@ -566,6 +747,88 @@ def test_a_stop_cancels_a_pending_respawn() -> None:
     assert not machine.respawn_pending
 
 
+def test_debug_startup_of_a_disabled_pool_is_refused_and_changes_nothing() -> None:
+    machine = pool(PoolState.DISABLED, ready=1)
+    with pytest.raises(IllegalTransition, match="DebugArmed in state disabled"):
+        machine.handle(DebugArmed())
+    assert machine.state is PoolState.DISABLED
+    assert not machine.workers[1].retiring
+
+
+def test_debug_startup_during_a_recycle_waits_rather_than_exceeding_processes() -> None:
+    machine = pool(ready=1, processes=1)
+    machine.handle(RecycleRequested())
+    machine.handle(WorkerSpawned(2))
+    machine.handle(WorkerReady(2))  # 1 drains; the recycle ends when it has exited
+    assert machine.recycling
+    assert machine.handle(DebugArmed()) == []
+    assert machine.serving == [2]
+
+
+def test_a_worker_a_debugger_attached_to_no_longer_counts() -> None:
+    machine = pool(ready=1, rapid_fail=RapidFailPolicy(max_crashes=1))
+    assert machine.handle(WorkerDebugged(1)) == []
+    assert machine.handle(WorkerEnded(1, True, 0.0)) == []
+    assert machine.failures == FailureWindow()
+    assert machine.handle(WorkerExited(1)) == [ScheduleRespawn(0.0)]
+    assert machine.handle(WorkerDebugged(1)) == []  # gone: nothing to remember
+
+
+def test_a_debugged_start_that_fails_does_not_lengthen_the_back_off() -> None:
+    machine = pool()
+    for id in (1, 2):
+        machine.handle(WorkerSpawned(id))
+        machine.handle(WorkerExited(id, reported_startup_failure=True))
+        machine.handle(RespawnDue())
+    assert machine.consecutive_failures == 2
+    machine.handle(WorkerSpawned(3, debugged=True))
+    (*_, respawn) = machine.handle(WorkerExited(3, reported_startup_failure=True))
+    assert respawn == ScheduleRespawn(1.0)  # as after two failures, not three
+    assert machine.consecutive_failures == 2
+
+
+def test_an_orphan_is_no_capacity_and_counts_exactly_once() -> None:
+    machine = pool(ready=2, processes=2)
+    actions = machine.handle(WorkerOrphaned(1, 10.0))
+    assert actions == [FailureCounted(1), ScheduleRespawn(0.0)]
+    assert 1 not in machine.workers and machine.orphans == {1}
+    assert machine.serving == [2]
+    assert machine.handle(RespawnDue()) == [Spawn(1)]  # its replacement
+    # Reaped later: SIGKILL, whatever its end looks like, counts no more.
+    assert machine.handle(WorkerEnded(1, True, 11.0)) == []
+    assert machine.handle(WorkerExited(1, killed_by_master=True)) == []
+    assert machine.failures.times == (10.0,)
+    assert machine.orphans == set()
+    assert machine.consecutive_failures == 0  # it had been Ready
+
+
+def test_an_orphan_that_never_was_ready_backs_off_like_a_failed_start() -> None:
+    machine = pool()
+    delays = []
+    for id in range(1, 5):
+        machine.handle(WorkerSpawned(id))
+        (*_, respawn) = machine.handle(WorkerOrphaned(id, float(id)))
+        assert isinstance(respawn, ScheduleRespawn)
+        delays.append(respawn.delay)
+        machine.handle(RespawnDue())
+    assert delays == [0.0, 1.0, 2.0, 4.0]
+    assert machine.orphans == {1, 2, 3, 4}
+
+
+def test_a_debugged_start_orphaned_neither_counts_nor_backs_off() -> None:
+    machine = pool(starting=1, debugged=(1,))
+    assert machine.handle(WorkerOrphaned(1, 0.0)) == [ScheduleRespawn(0.0)]
+    assert machine.consecutive_failures == 0
+    assert machine.failures == FailureWindow()
+
+
+def test_an_orphan_of_a_disabled_pool_is_counted_and_nothing_starts() -> None:
+    machine = pool(PoolState.DISABLED, ready=1)
+    assert machine.handle(WorkerOrphaned(1, 0.0)) == [FailureCounted(1)]
+    assert machine.state is PoolState.DISABLED
+    assert not machine.respawn_pending
+
+
 def representative_events() -> list[Event]:
     return [
         Start(),
@@ -576,11 +839,16 @@ def representative_events() -> list[Event]:
         RecycleRequested(),
         RecycleRequested((1,)),
         SettingsChanged(),
+        DebugArmed(),
         WorkerSpawned(9),
+        WorkerSpawned(9, debugged=True),
+        WorkerDebugged(1),
         SpawnFailed(0.0),
         WorkerReady(2),
         StartupFailureReported(False),
         WorkerEnded(1, True, 0.0),
+        WorkerOrphaned(1, 0.0),
+        WorkerOrphaned(2, 0.0),
         WorkerExited(1),
         WorkerExited(2),
         RequestArrived(0),
@@ -641,8 +909,9 @@ def test_planned_ends_never_count_as_failures(
 
 
 class PoolHistory(RuleBasedStateMachine):
-    """Random starts, stops, resumes, requests, readies, ends, recycles and
-    ticks, performed by a fake driver; the invariants hold after every step."""
+    """Random starts, stops, resumes, requests, readies, ends, recycles,
+    debuggers, orphans and ticks, performed by a fake driver; the invariants
+    hold after every step."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -651,7 +920,10 @@ class PoolHistory(RuleBasedStateMachine):
         self.queue = 0
         self.next_id = 1
         self.failure_times: list[float] = []
-        """The model of the rapid-fail window: failures since the last resume."""
+        """The model of the rapid-fail window: failures since the last resume
+        (a debugged worker's never; an orphan's once, when it is orphaned)."""
+        self.armed = False
+        """Startup debugging is armed: the next worker starts debugged."""
 
     @initialize(
         processes=st.integers(1, 3),
@@ -661,6 +933,7 @@ class PoolHistory(RuleBasedStateMachine):
         interval=st.sampled_from([5.0, 60.0]),
         enabled=st.booleans(),
         auto_start=st.booleans(),
+        commands=st.booleans(),
     )
     def configure(
         self,
@@ -671,6 +944,7 @@ class PoolHistory(RuleBasedStateMachine):
         interval: float,
         enabled: bool,
         auto_start: bool,
+        commands: bool,
     ) -> None:
         self.machine = PoolMachine(
             PoolConfig(
@@ -680,6 +954,8 @@ class PoolHistory(RuleBasedStateMachine):
                 auto_start=auto_start,
                 queue_length=3,
                 rapid_fail=RapidFailPolicy(enabled, max_crashes, interval),
+                auto_shutdown_command=commands,
+                orphan_action_command=commands,
             )
         )
         self.send(Start())
@@ -689,6 +965,7 @@ class PoolHistory(RuleBasedStateMachine):
     def send(self, event: Event) -> list[Action]:
         machine = self.machine
         retiring_before = {id for id, view in machine.workers.items() if view.retiring}
+        state_before = machine.state
         actions = machine.handle(event)
         for action in actions:
             match action:
@@ -699,7 +976,8 @@ class PoolHistory(RuleBasedStateMachine):
                         PoolState.DISABLED,
                     )
                     for _ in range(count):
-                        machine.handle(WorkerSpawned(self.next_id))
+                        machine.handle(WorkerSpawned(self.next_id, debugged=self.armed))
+                        self.armed = False  # one worker, then it switches itself off
                         self.next_id += 1
                 case Retire(id=id):
                     assert id not in retiring_before, "a worker retired twice"
@@ -708,9 +986,50 @@ class PoolHistory(RuleBasedStateMachine):
                     self.queue += 1
                 case RefuseQueue() | RefuseExpired():
                     self.queue = 0
-                case Disable():
+                case Disable(count=count):
+                    assert state_before is not PoolState.DISABLED, "disabled twice"
                     assert RefuseQueue("pool_disabled") in actions
+                    policy = machine.config.rapid_fail
+                    assert policy.enabled
+                    assert count == len(machine.failures.times) == policy.max_crashes
+                case RunAutoShutdownCommand():
+                    assert machine.config.auto_shutdown_command
+                    assert actions.index(action) > next(
+                        i for i, a in enumerate(actions) if isinstance(a, Disable)
+                    )
+                case RunOrphanAction(id=id):
+                    assert machine.config.orphan_action_command
+                    assert id in machine.orphans
+                case ReapOrphans():
+                    self.reap_every_orphan()
         return actions
+
+    def reap_every_orphan(self) -> None:
+        """What the driver's SIGKILL leads to: each orphan ends and exits,
+        and neither counts again nor starts anything."""
+        for id in sorted(self.machine.orphans):
+            self.reap(id, counts=True)
+
+    def reap(self, id: int, *, counts: bool) -> None:
+        machine = self.machine
+        window, consecutive = machine.failures, machine.consecutive_failures
+        assert machine.handle(WorkerEnded(id, counts, self.now)) == []
+        assert machine.handle(WorkerExited(id, killed_by_master=True, queued=self.queue)) == []
+        assert (machine.failures, machine.consecutive_failures) == (window, consecutive)
+        assert id not in machine.orphans
+
+    def expect_failure(self, actions: list[Action], was: PoolState) -> None:
+        """One failure was counted now: the window is the model, and the pool
+        is disabled exactly when the window is full (and only once)."""
+        self.failure_times.append(self.now)
+        policy = self.machine.config.rapid_fail
+        in_window = [t for t in self.failure_times if self.now - t < policy.interval]
+        disable = policy.enabled and len(in_window) >= policy.max_crashes
+        assert FailureCounted(min(len(in_window), max(policy.max_crashes, 1))) in actions
+        expected = disable and was is not PoolState.DISABLED
+        assert (Disable(min(len(in_window), policy.max_crashes)) in actions) == expected
+        if disable:
+            assert self.machine.state is PoolState.DISABLED
 
     def ids(self, *phases: WorkerPhase) -> list[int]:
         return [id for id, view in self.machine.workers.items() if view.phase in phases]
@@ -771,20 +1090,15 @@ class PoolHistory(RuleBasedStateMachine):
         timed_out = timed_out and not view.ever_ready and not reported
         # As the event classification rules: a planned end never counts.
         counts = reported or timed_out or (crashed and view.asked is None)
-        before = self.machine.failures
+        before, was = self.machine.failures, self.machine.state
         actions = self.send(WorkerEnded(id, counts, self.now))
-        if counts:
-            self.failure_times.append(self.now)
-            policy = self.machine.config.rapid_fail
-            in_window = [t for t in self.failure_times if self.now - t < policy.interval]
-            disable = policy.enabled and len(in_window) >= policy.max_crashes
-            assert (Disable(min(len(in_window), policy.max_crashes)) in actions) == disable
-            if disable:
-                assert self.machine.state is PoolState.DISABLED
-        else:
+        if counts and not view.debugged:
+            self.expect_failure(actions, was)
+        else:  # planned, or a debugger held it
             assert self.machine.failures == before
-            assert not any(isinstance(action, Disable) for action in actions)
+            assert not any(isinstance(a, FailureCounted | Disable) for a in actions)
         killed = timed_out or view.asked is not None
+        consecutive = self.machine.consecutive_failures
         self.send(
             WorkerExited(
                 id,
@@ -794,12 +1108,57 @@ class PoolHistory(RuleBasedStateMachine):
                 queued=self.queue,
             )
         )
+        if view.debugged:
+            assert self.machine.consecutive_failures == consecutive
+
+    @rule(data=st.data())
+    def debugger_attaches(self, data: st.DataObject) -> None:
+        live = self.ids(WorkerPhase.STARTING, WorkerPhase.READY)
+        if live:
+            id = data.draw(st.sampled_from(live))
+            assert self.send(WorkerDebugged(id)) == []
+            assert self.machine.workers[id].debugged
+
+    @rule()
+    def debug_startup(self) -> None:
+        try:
+            self.send(DebugArmed())
+        except IllegalTransition:
+            assert self.machine.state is PoolState.DISABLED
+            return
+        self.armed = True
+
+    @rule(data=st.data())
+    def worker_orphaned(self, data: st.DataObject) -> None:
+        """A hang, a start-up past its limit or a lost channel, with orphan_worker on."""
+        live = self.ids(WorkerPhase.STARTING, WorkerPhase.READY, WorkerPhase.DRAINING)
+        if not live:
+            return
+        id = data.draw(st.sampled_from(live))
+        view = self.machine.workers[id]
+        before, was = self.machine.failures, self.machine.state
+        consecutive = self.machine.consecutive_failures
+        actions = self.send(WorkerOrphaned(id, self.now, self.queue))
+        assert id not in self.machine.workers and id in self.machine.orphans
+        assert (RunOrphanAction(id) in actions) == self.machine.config.orphan_action_command
+        if view.debugged:
+            assert self.machine.failures == before
+            assert not any(isinstance(a, FailureCounted | Disable) for a in actions)
+            assert self.machine.consecutive_failures == consecutive
+        else:
+            self.expect_failure(actions, was)
+
+    @rule(data=st.data(), counts=st.booleans())
+    def orphan_reaped(self, data: st.DataObject, counts: bool) -> None:
+        """`poolwarden wp reap PID`: its end, however classified, is no news."""
+        if self.machine.orphans:
+            self.reap(data.draw(st.sampled_from(sorted(self.machine.orphans))), counts=counts)
 
     @rule()
     def spawn_fails(self) -> None:
         if self.machine.may_spawn:
-            self.failure_times.append(self.now)
-            self.send(SpawnFailed(self.now, self.queue))
+            was = self.machine.state
+            self.expect_failure(self.send(SpawnFailed(self.now, self.queue)), was)
 
     @rule()
     def recycle_all(self) -> None:
@@ -840,7 +1199,12 @@ class PoolHistory(RuleBasedStateMachine):
     @rule()
     def queue_expires(self) -> None:
         if self.queue:
-            self.send(QueueWaitExpired())
+            held = any(
+                view.debugged and view.phase is WorkerPhase.STARTING
+                for view in self.machine.workers.values()
+            )
+            actions = self.send(QueueWaitExpired())
+            assert (actions == []) == held  # a debugger holds a start: they wait
 
     @rule()
     def settings_changed(self) -> None:
@@ -860,12 +1224,17 @@ class PoolHistory(RuleBasedStateMachine):
         assert len(staying) <= machine.config.processes
 
     @invariant()
-    def disabled_only_by_a_full_window(self) -> None:
+    def disabled_only_by_rapid_fail_protection(self) -> None:
+        """(And by a full window: checked when `Disable` is performed; later
+        failures of its draining workers slide the window on.)"""
+        if self.machine.state is PoolState.DISABLED:
+            assert self.machine.config.rapid_fail.enabled
+
+    @invariant()
+    def orphans_are_no_capacity(self) -> None:
         machine = self.machine
-        if machine.state is PoolState.DISABLED:
-            policy = machine.config.rapid_fail
-            assert policy.enabled
-            assert len(machine.failures.times) == policy.max_crashes
+        assert machine.orphans.isdisjoint(machine.workers)
+        assert machine.orphans.isdisjoint(machine.serving)
 
     @invariant()
     def the_window_is_the_model(self) -> None:

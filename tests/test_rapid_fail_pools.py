@@ -106,3 +106,48 @@ def test_the_memory_hard_limit_kills_at_once_with_its_event(start_serve: Any) ->
     assert isinstance(event, list) and event[0].pid == pid
     assert event[0].details["last_rss"] > 100 * 1024 * 1024
     server.wait_for_workers(1, exclude={pid})
+
+
+def test_the_auto_shutdown_command_runs_with_the_pool_and_event_and_its_output_is_kept(
+    start_serve: Any, tmp_path: Path
+) -> None:
+    script = tmp_path / "page-oncall.sh"
+    marker = tmp_path / "paged"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$POOLWARDEN_POOL $POOLWARDEN_EVENT_SEQ $1" > "{marker}"\n'
+        'echo "paged the on-call for $POOLWARDEN_POOL"\n'
+    )
+    script.chmod(0o755)
+    config = CONFIG.replace("@MARKER@", str(tmp_path / "never")) + (
+        f'\n[pools.loop.rapid_fail]\nmax_crashes = 2\nauto_shutdown_command = ["{script}", "web"]\n'
+    )
+    server = start_serve(config)
+    ran = wait_until(
+        lambda: events_of(server, catalog.AUTO_SHUTDOWN_COMMAND_RAN), timeout=60, what="the command"
+    )
+    [disabled] = events_of(server, catalog.POOL_DISABLED_RAPID_FAIL)
+    assert isinstance(ran, list)
+    assert marker.read_text().split() == ["loop", str(disabled.seq), "web"]
+    assert ran[0].details["output"] == "paged the on-call for loop\n"
+    assert ran[0].details["returncode"] == 0
+
+
+def test_an_auto_shutdown_command_past_its_time_limit_is_killed_and_recorded(
+    start_serve: Any, tmp_path: Path
+) -> None:
+    hanging = tmp_path / "hang.sh"
+    hanging.write_text("#!/bin/sh\necho starting\nexec sleep 60\n")
+    hanging.chmod(0o755)
+    config = CONFIG.replace("@MARKER@", str(tmp_path / "never")) + (
+        f'\n[pools.loop.rapid_fail]\nmax_crashes = 2\nauto_shutdown_command = ["{hanging}"]\n'
+        'auto_shutdown_time_limit = "500ms"\n'
+    )
+    server = start_serve(config)
+    failed = wait_until(
+        lambda: events_of(server, catalog.AUTO_SHUTDOWN_COMMAND_FAILED), timeout=60, what="failed"
+    )
+    assert isinstance(failed, list)
+    assert failed[0].details["timed_out"] is True
+    assert failed[0].details["output"] == "starting\n"
+    assert "killed at its time limit" in failed[0].message

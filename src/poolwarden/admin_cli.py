@@ -1,6 +1,6 @@
 """The admin commands: IIS's `appcmd` for a running server, over the control API.
 
-    poolwarden pools | pool start NAME | wp | requests | config ... | health
+    poolwarden pools | pool start NAME | wp | requests | stack | config ... | health
         │ locate the state directory (--state-dir, -c FILE, environment)
         ▼
     ControlClient ──STATE_DIR/control.sock──▶ master ──▶ JSON
@@ -24,9 +24,12 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import subprocess
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -69,6 +72,15 @@ ACTION_DONE = {
 """Per action: the word for done, and the pool state that means done."""
 NONE = "-"
 """What a table shows for a value the server does not know (None)."""
+PY_SPY_TIMEOUT = 10.0
+"""Seconds `py-spy dump` gets per worker: it pauses the process for well under
+a second; a worker it cannot read in 10 s will not be read in 60."""
+PY_SPY_INSTALL = "pip install py-spy"
+PTRACE_HINT = (
+    "py-spy reads the worker's memory with ptrace: run this command as root, or as the "
+    "workers' user with kernel.yama.ptrace_scope = 0 (sysctl -w kernel.yama.ptrace_scope=0); "
+    "in a container, grant the SYS_PTRACE capability"
+)
 
 
 # --- where the server is -----------------------------------------------------------
@@ -288,6 +300,44 @@ def format_issues(issues: list[dict[str, Any]] | list[ConfigIssue]) -> str:
     return "\n".join(lines)
 
 
+def format_worker_stack(worker: dict[str, Any]) -> str:
+    """`poolwarden stack`: one worker's header, its threads (and ASGI tasks) as
+    the server rendered them, then its native stacks if they were asked for."""
+    interface = worker.get("interface") or "not ready yet"
+    header = f"==> pool {worker.get('pool')}, worker {worker.get('pid')} ({interface}) <=="
+    text = f"{header}\n{worker.get('text') or ''}"
+    native = worker.get("native")
+    if isinstance(native, dict) and native.get("command"):
+        text += "\n" + format_native(native)
+    return text
+
+
+def format_native(native: dict[str, Any]) -> str:
+    """What `py-spy dump --native` printed for one worker, or why it failed."""
+    title = f"Native stacks ({native.get('command')})"
+    if native.get("ok"):
+        return f"{title}:\n{native.get('output') or ''}"
+    lines = [f"{title} failed: {native.get('error')}"]
+    if native.get("hint"):
+        lines.append(f"hint: {native['hint']}")
+    return "\n".join(lines) + "\n"
+
+
+def format_stacks(workers: list[dict[str, Any]], pool: str | None = None) -> str:
+    """Every worker's block, a blank line apart; a pool without workers says so."""
+    if not workers:
+        return f"no worker processes in pool {pool}\n"
+    return "\n".join(format_worker_stack(worker) for worker in workers)
+
+
+def native_missing(workers: list[dict[str, Any]]) -> bool:
+    """True when native stacks were asked for and py-spy is not installed."""
+    return any(
+        isinstance(worker.get("native"), dict) and worker["native"].get("command") is None
+        for worker in workers
+    )
+
+
 def format_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
@@ -458,6 +508,56 @@ def _quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
+def native_stack(py_spy: str | None, pid: int) -> dict[str, Any]:
+    """`py-spy dump --native --pid PID` of one worker: {"command", "ok",
+    "output", "error", "hint"}; `command` is None when py-spy is not installed."""
+    if py_spy is None:
+        return {
+            "command": None,
+            "ok": False,
+            "output": "",
+            "error": "py-spy is not installed (not on PATH)",
+            "hint": f"install it with: {PY_SPY_INSTALL}",
+        }
+    command = [py_spy, "dump", "--native", "--pid", str(pid)]
+    shown = f"py-spy dump --native --pid {pid}"
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=PY_SPY_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        error, hint = f"no answer within {PY_SPY_TIMEOUT:g}s", None
+    except OSError as failure:
+        error, hint = f"cannot run {py_spy}: {failure.strerror or failure}", None
+    else:
+        if done.returncode == 0:
+            return {
+                "command": shown,
+                "ok": True,
+                "output": done.stdout,
+                "error": None,
+                "hint": None,
+            }
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        error = " ".join(line.strip() for line in said) or f"exit status {done.returncode}"
+        hint = PTRACE_HINT
+    return {"command": shown, "ok": False, "output": "", "error": error, "hint": hint}
+
+
+def _native_stacks(workers: list[dict[str, Any]]) -> None:
+    """Add each worker's `native` dump, the workers read at the same time."""
+    py_spy = shutil.which("py-spy")
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as executor:
+        dumps = list(executor.map(lambda w: native_stack(py_spy, int(w["pid"])), workers))
+    for worker, dump in zip(workers, dumps, strict=True):
+        worker["native"] = dump
+
+
 def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
     """`5s`, `1m30s`, `0.5` (seconds), read by `poolwarden.units.parse_duration`."""
     if value is None:
@@ -527,13 +627,23 @@ pool_group.add_command(
 )
 
 
-@click.command("wp", short_help="List the worker processes.")
+@click.group("wp", invoke_without_command=True, short_help="List the worker processes.")
 @click.option("--pool", metavar="NAME", default=None, help="Only this pool's workers.")
 @server_options
+@click.pass_context
 def wp_command(
-    pool: str | None, state_dir: str | None, config_file: str | None, as_json: bool
+    ctx: click.Context,
+    pool: str | None,
+    state_dir: str | None,
+    config_file: str | None,
+    as_json: bool,
 ) -> None:
-    """List the worker processes: pid, pool, state, uptime, requests, memory, CPU."""
+    """List the worker processes: pid, pool, state, uptime, requests, memory, CPU.
+
+    A worker kept stopped for inspection (`rapid_fail.orphan_worker`) is
+    listed as `orphaned`; `poolwarden wp reap PID` ends it."""
+    if ctx.invoked_subcommand is not None:
+        return
     client = connect(state_dir, config_file)
     query = f"?pool={_quote(pool)}" if pool else ""
     try:
@@ -544,6 +654,24 @@ def wp_command(
         print_json(body)
     else:
         print_renderable(format_workers(body["workers"]))
+
+
+@wp_command.command("reap", short_help="End an orphaned worker.")
+@click.argument("pid", type=int)
+@server_options
+def wp_reap_command(
+    pid: int, state_dir: str | None, config_file: str | None, as_json: bool
+) -> None:
+    """End worker PID, kept stopped for inspection as an orphan (SIGKILL)."""
+    client = connect(state_dir, config_file)
+    try:
+        body = client.post(f"/v1/workers/{pid}/reap")
+    except ControlClientError as error:
+        _fail_for(error)
+    if as_json:
+        print_json(body)
+    else:
+        print(f"worker {pid} of pool {body['pool']!r} reaped")
 
 
 @click.command("requests", short_help="List the requests in flight.")
@@ -578,6 +706,47 @@ def requests_command(
         print_json(body)
     else:
         print_renderable(format_requests(body["requests"], min_elapsed))
+
+
+@click.command("stack", short_help="Print the stacks of a worker, or of a pool's workers.")
+@click.argument("target", metavar="PID|POOL")
+@click.option(
+    "--native",
+    is_flag=True,
+    help="Also print native (C) frames with `py-spy dump --native` (py-spy on PATH, "
+    "ptrace permission).",
+)
+@server_options
+def stack_command(
+    target: str, native: bool, state_dir: str | None, config_file: str | None, as_json: bool
+) -> None:
+    """Print every thread's stack of worker PID, or of each worker of pool POOL.
+
+    Each thread in Python's traceback layout, oldest call first, with its
+    source lines; a thread serving a request is titled with it. An ASGI
+    worker also shows its pending tasks and where each waits. Works on a
+    worker stuck in C code holding the GIL (the stacks come from
+    faulthandler, in a signal handler).
+    """
+    client = connect(state_dir, config_file)
+    by_pid = target.isascii() and target.isdigit()
+    path = f"/v1/workers/{target}/stack" if by_pid else f"/v1/pools/{_quote(target)}/stack"
+    try:
+        body = client.get(path)
+    except ControlClientError as error:
+        _fail_for(error)
+    workers: list[dict[str, Any]] = [body] if by_pid else body["workers"]
+    if native:
+        _native_stacks(workers)
+    if as_json:
+        print_json(body)
+        return
+    click.echo(format_stacks(workers, None if by_pid else target), nl=False)
+    if native and native_missing(workers):
+        click.echo(
+            f"\nNative stacks: py-spy is not installed (not on PATH). Install it with "
+            f"`{PY_SPY_INSTALL}` and run this command again with --native."
+        )
 
 
 @click.command("health", short_help="Is the server ready? Exit 0 if so.")
@@ -682,6 +851,7 @@ COMMANDS: list[click.Command] = [
     pool_group,
     wp_command,
     requests_command,
+    stack_command,
     config_group,
     health_command,
 ]

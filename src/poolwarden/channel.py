@@ -3,6 +3,7 @@
 ```
  master ──Boot, Dispatch(+fd), Ping, Drain──────────▶ worker
  master ◀──Ready | StartupFailed, Pong, Closed──────── worker
+ master ◀──LoopLag (its loop watchdog, ASGI)────────── worker
 ```
 
 The channel is one `AF_UNIX`/`SOCK_SEQPACKET` socket pair per worker, so each
@@ -88,6 +89,14 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     connection may belong to other pools; None when they cannot."""
     core_dumps: bool = False
     """Raise the soft core size limit to the hard one (the pool's `core_dumps`)."""
+    debug_dir: str = ""
+    """Where debug sockets go (`STATE_DIR/debug`): `debug attach` and start-up debugging."""
+    debug: str = ""
+    """"pdb" or "debugpy": open a debug server and wait for a client before
+    loading the app (`poolwarden debug startup`); "" for a normal start."""
+    loop_lag_warning: float = 1.0
+    """Seconds an ASGI worker's loop may be blocked before its watchdog
+    reports the stall (`LoopLag`); 0: no watchdog."""
 
 
 class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
@@ -194,7 +203,38 @@ class ThreadFailed(msgspec.Struct, tag="thread_failed", frozen=True, array_like=
     traceback: str
 
 
+class LoopLag(msgspec.Struct, tag="loop_lag", frozen=True, array_like=True):
+    """The worker's event loop was blocked past `loop_lag_warning`. Sent by
+    its watchdog thread, once per stall: when the loop runs again, or while
+    it is still blocked after `loop_watch.HOLD_LIMIT` (`ended` false)."""
+
+    lag: float
+    """Seconds the loop had been blocked when its stack was taken."""
+    blocked: float
+    """Seconds it was blocked in all (so far, when not `ended`); at most one
+    heartbeat (`loop_watch.BEAT_INTERVAL`) of the stall's start goes unseen."""
+    ended: bool
+    thread: int
+    """The loop thread's id, as `poolwarden stack` shows it."""
+    frames: list[Frame]
+    """The loop thread's stack when taken, innermost first."""
+    skipped: int = 0
+    """Stalls since the previous report that were not reported (rate limit)."""
+    method: str = ""
+    """The request the loop was running, when it could tell (else empty)."""
+    path: str = ""
+    client: str = ""
+
+
 ToWorker = Boot | Dispatch | Ping | Drain | Routes | Abandon | DumpTasks
+
+
+class DebugWaiting(msgspec.Struct, tag="debug_waiting", frozen=True, array_like=True):
+    """The worker opened a debug server and waits for a client there."""
+
+    adapter: str
+    address: str
+    """The Unix socket's path (pdb) or 127.0.0.1:PORT (debugpy)."""
 
 
 class TaskInfo(msgspec.Struct, frozen=True, array_like=True):
@@ -214,7 +254,18 @@ class Tasks(msgspec.Struct, tag="tasks", frozen=True, array_like=True):
     """Tasks left out to keep the message within the channel's size."""
 
 
-ToMaster = Ready | StartupFailed | Pong | Closed | HandBack | RuntimeFailure | ThreadFailed | Tasks
+ToMaster = (
+    Ready
+    | StartupFailed
+    | Pong
+    | Closed
+    | HandBack
+    | RuntimeFailure
+    | ThreadFailed
+    | Tasks
+    | DebugWaiting
+    | LoopLag
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)

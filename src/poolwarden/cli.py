@@ -332,12 +332,14 @@ def serve(
 
 def _register_admin_commands() -> None:
     from poolwarden.admin_cli import register
+    from poolwarden.debug_cli import register as register_debug
     from poolwarden.dumps_cli import register as register_dumps
     from poolwarden.events_cli import register as register_events
 
     register(main)
     register_events(main)
     register_dumps(main)
+    register_debug(main)
 
 
 _register_admin_commands()

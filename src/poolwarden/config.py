@@ -161,8 +161,8 @@ class ServerConfig(_Section, frozen=True, kw_only=True):
     front_end_log_backups: Count = 5
     """Rotated front-end logs kept."""
     health_path: HealthPath | None = None
-    """Answered by the front end on every binding with the server's readiness
-    (200, or 503 while a pool is disabled), for a load balancer's health check."""
+    """Reserved: the front end is to answer it on every binding with the
+    server's readiness; validated, not yet acted on."""
 
 
 class ApplicationConfig(_Section, frozen=True, kw_only=True):

@@ -22,7 +22,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from poolwarden.master.control import reachable, socket_path
+from poolwarden.master.control import socket_path
+from poolwarden.unix_paths import reachable
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds to wait for an answer: every read-only route answers at once."""

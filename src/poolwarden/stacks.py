@@ -143,3 +143,28 @@ def render_threads(threads: list[ThreadStack]) -> str:
                 lines.append(f"    {frame.line}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+TASKS_BLOCKED_NOTE = (
+    "the event loop did not answer within 1 s: it is blocked, and the thread stacks show by what"
+)
+"""Why an ASGI worker's report has no tasks (`task_stacks()` returned None)."""
+
+
+def render_worker(
+    threads: list[ThreadStack], tasks: list[TaskStack] | None, tasks_note: str | None
+) -> str:
+    """One worker's report for people: its threads, then (ASGI) its pending
+    tasks or why there are none. `tasks` None and no note: a WSGI worker."""
+    if threads:
+        text = render_threads(threads)
+    else:
+        text = "No thread stacks: the worker did not answer the stack signal within 2 s.\n"
+    if tasks:
+        count = f"{len(tasks)} pending task{'' if len(tasks) == 1 else 's'}"
+        text += f"\n{count} of the event loop:\n\n" + render_tasks(tasks)
+    elif tasks is not None:
+        text += "\nNo pending task on the event loop.\n"
+    elif tasks_note:
+        text += f"\nNo tasks: {tasks_note}.\n"
+    return text

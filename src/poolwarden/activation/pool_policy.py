@@ -3,8 +3,9 @@
 ```
  Pool (driver, master/pool.py)                 PoolMachine (this module)
    start/stop/resume/recycle, a request, ─event─▶  state, stop reason, failure window,
-   a worker spawned / ready / ended / exited       back-off count, recycle under way,
-   ◀─actions─ Spawn, Drain, Kill, Retire,          one WorkerView per worker it knows
+   a worker spawned / ready / debugged /           back-off count, recycle under way,
+   orphaned / ended / exited                       one WorkerView per worker it knows,
+   ◀─actions─ Spawn, Drain, Kill, Retire,          the orphans kept for inspection
               Refuse, RefuseQueue, Disable, ...
 ```
 
@@ -35,7 +36,20 @@ The rules, in the order the driver meets them:
   when the window holds `max_crashes` the pool is disabled: its queue gets
   503 pool_disabled, its workers are drained, and nothing starts until a
   Resume (which clears the window). Ends poolwarden asked for (recycle, idle,
-  shutdown, administrator) do not count: the classification says so.
+  shutdown, administrator) do not count: the classification says so. When
+  the pool is disabled, `auto_shutdown_command` runs (IIS's autoShutdownExe).
+- **Debugged workers.** A worker a debugger holds (`poolwarden debug
+  startup` or `attach`) may stop anywhere for as long as a person likes: its
+  end never counts toward rapid-fail protection nor raises the back-off, and
+  while one is starting, queued requests do not expire (they wait up to the
+  queue bound). Arming startup debugging on an always-running pool replaces
+  its oldest Ready worker (or starts one if none serves).
+- **Orphans.** A hung or failed worker kept stopped for inspection
+  (`orphan_worker`) leaves the pool's workers at once: it is no capacity,
+  its replacement is started (with the back-off), and its failure counts
+  once, when it is orphaned; its end when reaped is no news. Orphans are
+  reaped when the pool is started again or shut down (not when an
+  administrator stops it: that is when one inspects them).
 - **Recycling.** Old workers are marked retiring; with overlap their
   replacements start first and each old worker is drained once a
   replacement is Ready; without overlap one old worker drains and its
@@ -126,6 +140,10 @@ class PoolConfig:
     queue_length: int = 1000
     auto_restart_after: float = 0.0
     rapid_fail: RapidFailPolicy = field(default_factory=RapidFailPolicy)
+    auto_shutdown_command: bool = False
+    """A command is configured to run when rapid-fail protection disables the pool."""
+    orphan_action_command: bool = False
+    """A command is configured to run on each orphan."""
 
 
 @dataclass(slots=True)
@@ -136,6 +154,8 @@ class WorkerView:
     retiring: bool = False
     """Being replaced by a recycle."""
     ever_ready: bool = False
+    debugged: bool = False
+    """A debugger holds (or held) it: its failures do not count."""
     asked: EndReason | Literal["kill"] | None = None
     """Why the pool asked it to end (the first reason wins); None: never asked."""
 
@@ -179,7 +199,22 @@ class SettingsChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class DebugArmed:
+    """`poolwarden debug startup`: the pool's next worker starts under a debugger."""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSpawned:
+    id: int
+    debugged: bool = False
+    """It starts under a debugger (startup debugging was armed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDebugged:
+    """A debugger took hold of a running worker (`poolwarden debug attach`, or
+    the startup debugger announced itself)."""
+
     id: int
 
 
@@ -210,6 +245,16 @@ class WorkerEnded:
     id: int
     counts_as_failure: bool
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOrphaned:
+    """A hung or failed worker is kept stopped for inspection (`orphan_worker`):
+    out of service now, though its process lives until it is reaped."""
+
+    id: int
+    now: float
+    queued: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,10 +310,13 @@ Event = (
     | StopNow
     | RecycleRequested
     | SettingsChanged
+    | DebugArmed
     | WorkerSpawned
+    | WorkerDebugged
     | SpawnFailed
     | WorkerReady
     | StartupFailureReported
+    | WorkerOrphaned
     | WorkerEnded
     | WorkerExited
     | RequestArrived
@@ -372,6 +420,23 @@ class ScheduleAutoRestart:
 
 
 @dataclass(frozen=True, slots=True)
+class RunAutoShutdownCommand:
+    """Run `auto_shutdown_command` (after `Disable`: its event is named)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOrphanAction:
+    """Run `orphan_action_command` on orphan `id`."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReapOrphans:
+    """End every orphan: the pool starts again or shuts down."""
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleKill:
     """Kill what is still running after the stop's time limit."""
 
@@ -413,6 +478,9 @@ Action = (
     | FailureCounted
     | Disable
     | ScheduleAutoRestart
+    | RunAutoShutdownCommand
+    | RunOrphanAction
+    | ReapOrphans
     | ScheduleKill
     | Stopped
     | ReportStartupFailure
@@ -450,6 +518,9 @@ class PoolMachine:
     """The last start-up failure was the start-up time limit (503 startup_timeout)."""
     workers: dict[int, WorkerView] = field(default_factory=dict)
     """In the order they were started: the oldest retiring one drains first."""
+    orphans: set[int] = field(default_factory=set)
+    """Workers kept stopped for inspection, until they have exited: no
+    capacity, and their failure is already counted."""
 
     # what the driver may ask
 
@@ -513,8 +584,14 @@ class PoolMachine:
                 self.consecutive_failures = 0
                 self.state = PoolState.STARTED
                 return self._start_workers()
-            case WorkerSpawned(id=id):
-                self.workers[id] = WorkerView()
+            case DebugArmed():
+                return self._debug_armed(event)
+            case WorkerSpawned(id=id, debugged=debugged):
+                self.workers[id] = WorkerView(debugged=debugged)
+                return []
+            case WorkerDebugged(id=id):
+                if id in self.workers:
+                    self.workers[id].debugged = True
                 return []
             case SpawnFailed():
                 return self._spawn_failed(event)
@@ -523,6 +600,8 @@ class PoolMachine:
             case StartupFailureReported(timed_out=timed_out):
                 self.last_failure_timed_out = timed_out
                 return []
+            case WorkerOrphaned():
+                return self._orphaned(event)
             case WorkerEnded():
                 return self._ended(event)
             case WorkerExited():
@@ -535,6 +614,11 @@ class PoolMachine:
                 self.respawn_pending = False
                 return self._spawn(self._wanted(queued) - len(self.serving))
             case QueueWaitExpired():
+                if any(
+                    view.debugged and view.phase is WorkerPhase.STARTING
+                    for view in self.workers.values()
+                ):
+                    return []  # a debugger holds the start: requests wait up to the queue bound
                 if self.any_ready:
                     return [RefuseExpired("queue_timeout")]
                 if self.consecutive_failures:
@@ -566,7 +650,8 @@ class PoolMachine:
         self.state = PoolState.STARTED
         self.stop_reason = None
         self.consecutive_failures = 0
-        return self._start_workers()
+        # Started again: what was kept for inspection goes.
+        return [*self._reap_orphans(), *self._start_workers()]
 
     def _stop(self, event: Stop) -> list[Action]:
         if self.state is PoolState.STOPPED:
@@ -576,7 +661,13 @@ class PoolMachine:
         self.state = PoolState.STOPPING
         self.stop_reason = event.reason
         self.recycling = False
-        actions: list[Action] = [*self._cancel_respawn(), RefuseQueue(self.stopped_reason())]
+        # An administrator's stop keeps the orphans: that is when one inspects them.
+        reap = self._reap_orphans() if event.reason is not StopReason.ADMINISTRATOR else []
+        actions: list[Action] = [
+            *reap,
+            *self._cancel_respawn(),
+            RefuseQueue(self.stopped_reason()),
+        ]
         for id in list(self.workers):
             actions += self._drain(id, ENDED_BY[event.reason])
         if not self.workers:
@@ -633,6 +724,23 @@ class PoolMachine:
             return [*actions, *self._drain(old[0], "recycle")]
         return [*actions, *self._spawn(len(old))]
 
+    def _debug_armed(self, event: DebugArmed) -> list[Action]:
+        """An always-running pool gets its debugged worker now: it replaces
+        the oldest Ready worker (a one-worker recycle), or starts if none
+        serves or starts; an on-demand pool's comes with the next start."""
+        if self.state is PoolState.DISABLED:
+            raise IllegalTransition(
+                self.state, event, "rapid-fail protection disabled it; start it with the debugger"
+            )
+        if not self.config.always_running or self.state is not PoolState.STARTED:
+            return []
+        ready = [id for id in self.serving if self.workers[id].phase is WorkerPhase.READY]
+        if ready and not self.recycling:
+            return self._recycle(RecycleRequested((ready[0],)))
+        if any(view.phase is WorkerPhase.STARTING for view in self.workers.values()):
+            return []  # the armed start goes to the next worker started
+        return self._spawn(min(1, self.config.processes - len(self.serving)))
+
     def _ready(self, id: int) -> list[Action]:
         view = self.workers.get(id)
         if view is not None:
@@ -657,12 +765,10 @@ class PoolMachine:
 
     def _spawn_failed(self, event: SpawnFailed) -> list[Action]:
         self.consecutive_failures += 1
-        verdict = record_failure(self.failures, self.config.rapid_fail, event.now)
-        self.failures = verdict.window
-        if verdict.disable:
-            return [FailureCounted(verdict.count), *self._disable(verdict.count)]
+        actions = self._count_failure(event.now)
+        if self.state is PoolState.DISABLED:
+            return actions
         self.last_failure_timed_out = False
-        actions: list[Action] = [FailureCounted(verdict.count)]
         if not self.any_ready:
             self.state = PoolState.STARTUP_FAILED
             actions.append(RefuseQueue("startup_failed"))
@@ -670,15 +776,42 @@ class PoolMachine:
         return actions + self._schedule_respawn(event.queued)
 
     def _ended(self, event: WorkerEnded) -> list[Action]:
+        if event.id in self.orphans:
+            return []  # counted when it was orphaned: its end is no news
         view = self.workers.get(event.id)
         if view is not None:
             view.phase = WorkerPhase.EXITED
-        if not event.counts_as_failure:
-            return []
-        verdict = record_failure(self.failures, self.config.rapid_fail, event.now)
+        if not event.counts_as_failure or (view is not None and view.debugged):
+            return []  # planned, or a debugger held it: not the app's failure
+        return self._count_failure(event.now)
+
+    def _orphaned(self, event: WorkerOrphaned) -> list[Action]:
+        """Out of service at once (no capacity, not drained, not killed), its
+        failure counted now and only now, and replaced."""
+        view = self.workers.pop(event.id, None)
+        if view is None:
+            return []  # it has already ended: its end is handled as any other
+        self.orphans.add(event.id)
+        actions: list[Action] = []
+        if self.config.orphan_action_command:
+            actions.append(RunOrphanAction(event.id))
+        if not view.debugged:
+            actions += self._count_failure(event.now)
+        if self.state is PoolState.STOPPING and not self.workers:
+            return actions + self._stopped()
+        if self.state not in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+            return actions
+        if not view.ever_ready and not view.debugged:
+            self.consecutive_failures += 1
+        return actions + self._schedule_respawn(event.queued)
+
+    def _count_failure(self, now: float) -> list[Action]:
+        """One more failure in the rapid-fail window; a full window disables
+        the pool (once: a failure while disabled is counted, nothing more)."""
+        verdict = record_failure(self.failures, self.config.rapid_fail, now)
         self.failures = verdict.window
         actions: list[Action] = [FailureCounted(verdict.count)]
-        if verdict.disable:
+        if verdict.disable and self.state is not PoolState.DISABLED:
             actions += self._disable(verdict.count)
         return actions
 
@@ -689,12 +822,17 @@ class PoolMachine:
         actions: list[Action] = [Disable(count), *self._cancel_respawn()]
         if self.config.auto_restart_after > 0:
             actions.append(ScheduleAutoRestart(self.config.auto_restart_after))
+        if self.config.auto_shutdown_command:
+            actions.append(RunAutoShutdownCommand())
         actions.append(RefuseQueue("pool_disabled"))
         for id in list(self.workers):
             actions += self._drain(id, "drain")
         return actions
 
     def _exited(self, event: WorkerExited) -> list[Action]:
+        if event.id in self.orphans:
+            self.orphans.discard(event.id)
+            return []  # out of service since it was orphaned
         view = self.workers.pop(event.id, None) or WorkerView(phase=WorkerPhase.EXITED)
         if self.state is PoolState.DISABLED:
             return []  # rapid-fail protection: nothing more is started
@@ -718,7 +856,8 @@ class PoolMachine:
                 self.recycling = False
             return actions  # replaced: its successor is already there
         if not view.ever_ready:
-            self.consecutive_failures += 1
+            if not view.debugged:
+                self.consecutive_failures += 1
             if self.recycling:
                 actions += self._abort_recycle()
             elif not self.any_ready:
@@ -798,6 +937,9 @@ class PoolMachine:
             return []
         self.respawn_pending = False
         return [CancelRespawn()]
+
+    def _reap_orphans(self) -> list[Action]:
+        return [ReapOrphans()] if self.orphans else []
 
     def _drain(self, id: int, reason: EndReason) -> list[Action]:
         view = self.workers.get(id)

@@ -193,6 +193,34 @@ _ENTRIES: tuple[EventType, ...] = (
             "Reproduce outside the server: `poolwarden run APP` in the app's directory.",
         ),
     ),
+    EventType(
+        id=2014,
+        name="auto_shutdown_command_ran",
+        level="info",
+        category="pool",
+        title="The pool's auto-shutdown command ran",
+        meaning="Rapid-fail protection disabled the pool and `rapid_fail.auto_shutdown_command` "
+        "ran with POOLWARDEN_POOL, POOLWARDEN_EVENT_SEQ (the 5002 event) and "
+        "POOLWARDEN_STATE_DIR in its environment, and exited 0. The details carry its "
+        "output.",
+        causes=("A pool disabled by rapid-fail protection, with the command configured.",),
+        next_steps=("Fix the pool's failure (see the 5002 event), then `poolwarden pool start`.",),
+    ),
+    EventType(
+        id=2015,
+        name="auto_shutdown_command_failed",
+        level="warning",
+        category="pool",
+        title="The pool's auto-shutdown command failed",
+        meaning="`rapid_fail.auto_shutdown_command` could not be started, exited non-zero, or "
+        "ran past `auto_shutdown_time_limit` and was killed. The details carry its error "
+        "and output.",
+        causes=("The command does not exist or is not executable; it failed or hung.",),
+        next_steps=(
+            _SHOW + " The details carry the command's output.",
+            "Run the command by hand with the same environment to see it fail.",
+        ),
+    ),
     # --- workers ----------------------------------------------------------------------
     EventType(
         id=2020,
@@ -348,12 +376,24 @@ _ENTRIES: tuple[EventType, ...] = (
         name="loop_lag",
         level="warning",
         category="request",
-        title="A worker's event loop answered late",
-        meaning="The worker's event loop answered a ping later than "
-        "`process_model.loop_lag_warning`: something blocks the loop.",
-        causes=("Blocking calls (file or network I/O, CPU work) inside async code.",),
-        next_steps=("See what the worker is doing: `poolwarden stack {pid}`.",),
-        reserved=True,
+        title="A worker's event loop was blocked",
+        meaning="An ASGI worker's event loop ran nothing for longer than "
+        "`process_model.loop_lag_warning`, so every request of that worker waited. A "
+        "watchdog thread in the worker saw it and took the loop thread's stack at that "
+        "moment: the message names the innermost line of the app's code and the request "
+        "being served, the details carry the whole stack (`stack`), the lag when it was "
+        "taken (`lag`) and how long the loop was blocked in all (`blocked`; with `ended` "
+        "false, it was still blocked 5 s after it was seen). At most one stall per worker "
+        "is reported every 5 s; `skipped` counts the others.",
+        causes=(
+            "A blocking call inside async code: file or network I/O through a synchronous "
+            "library (`requests`, a database driver), `time.sleep`, CPU-heavy work.",
+        ),
+        next_steps=(
+            _SHOW + " The stack shows the line that blocked the loop; move that call to "
+            "a thread (`await asyncio.to_thread(...)`) or use an async library.",
+            _GROUPS,
+        ),
     ),
     # --- configuration -----------------------------------------------------------------
     EventType(
@@ -707,6 +747,8 @@ POOL_STATE_CHANGED = 2010
 POOL_STARTED_BY_ADMINISTRATOR = 2011
 POOL_STOPPED_BY_ADMINISTRATOR = 2012
 POOL_STARTUP_FAILED = 2013
+AUTO_SHUTDOWN_COMMAND_RAN = 2014
+AUTO_SHUTDOWN_COMMAND_FAILED = 2015
 WORKER_STARTED = 2020
 WORKER_READY = 2021
 WORKER_STARTUP_FAILED = 2022

@@ -16,6 +16,7 @@ ended the process; "poolwarden's" means `sig in signals_sent`):
 | # | evidence                                              | event | who ended it                 | counts |
 |---|-------------------------------------------------------|-------|------------------------------|--------|
 | 1 | the worker reported a start-up failure                | 2022  | the worker itself            | yes    |
+| 1b| ended_by = orphan_reaped (counted when it was kept)   | 2023  | poolwarden                   | no     |
 | 2 | malformed data on the channel                         | 5127  | poolwarden                   | yes    |
 | 3 | ended_by = hang (no answer to a ping)                 | 5010  | poolwarden                   | yes    |
 | 4 | ended_by = startup_time_limit                         | 5012  | poolwarden                   | yes    |
@@ -29,7 +30,7 @@ ended the process; "poolwarden's" means `sig in signals_sent`):
 | 11| anything else                                         | 5009  | itself / another process     | if not asked |
 
 "Asked to end" is `ended_by` in recycle, shutdown, idle, drain,
-administrator, orphan_reaped (an orphan already counted when it was kept): a worker that dies some other way while draining is still
+administrator: a worker that dies some other way while draining is still
 5009 (or 2024), with the reason in the message, but does not count toward
 rapid-fail protection: planned work must never stop a pool.
 
@@ -77,9 +78,7 @@ EndedBy = Literal[
 ]
 """Why poolwarden asked (or forced) a worker to end."""
 
-PLANNED: frozenset[str] = frozenset(
-    {"recycle", "shutdown", "idle", "drain", "administrator", "orphan_reaped"}
-)
+PLANNED: frozenset[str] = frozenset({"recycle", "shutdown", "idle", "drain", "administrator"})
 """Endings poolwarden asked for that are not failures (the worker is drained)."""
 
 REASONS: dict[str, str] = {
@@ -603,6 +602,15 @@ def classify(end: WorkerEnd) -> Classification:
             ending.natural_who(),
             True,
             f"startup {failure.phase} {failure.exception_type} {where}",
+        )
+    # An orphan's failure was counted when it was kept; its end is no news.
+    if end.ended_by == "orphan_reaped":
+        return result(
+            ids.WORKER_EXITED,
+            f"{name}, kept stopped as an orphan, was reaped {_life(end)}",
+            f"poolwarden ({ending.reason})",
+            False,
+            None,
         )
     # 2.-4. poolwarden ended it because something was wrong.
     if end.malformed_channel_data is not None:

@@ -49,7 +49,7 @@ import stat
 import struct
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,6 +58,7 @@ import msgspec
 
 from poolwarden import __version__
 from poolwarden.config import ConfigError
+from poolwarden.unix_paths import reachable
 
 log = logging.getLogger("poolwarden.control")
 
@@ -75,34 +76,10 @@ MAX_BODY_BYTES = 64 * 1024
 BACKLOG = 64
 """Pending connections; an operator's commands, not traffic."""
 
-_SUN_PATH_MAX = 107
-"""Longest path `bind`/`connect` take (sockaddr_un.sun_path is 108 bytes with NUL)."""
-
 
 def socket_path(state_dir: str | os.PathLike[str]) -> str:
     """Where the control socket of the server using `state_dir` lives."""
     return os.path.join(os.fspath(state_dir), SOCKET_NAME)
-
-
-@contextlib.contextmanager
-def reachable(path: str, room: int = 0) -> Iterator[str]:
-    """`path`, or an alias of it short enough for a Unix socket address.
-
-    A state directory can be deeper than the 107 bytes a socket address
-    holds. Then the directory is opened and named through
-    `/proc/self/fd/N/` (Linux), which `bind`, `connect`, `stat` and `rename`
-    all follow; the alias is valid inside the `with` block only. `room` is
-    how many bytes longer a sibling name the caller will use is (the
-    server binds a temporary name first).
-    """
-    if len(os.fsencode(path)) + room <= _SUN_PATH_MAX:
-        yield path
-        return
-    directory = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{directory}/{os.path.basename(path)}"
-    finally:
-        os.close(directory)
 
 
 # --- what the API talks to -------------------------------------------------------
@@ -144,9 +121,55 @@ class ControlTarget(Protocol):
         active_requests, rss (bytes|None), cpu_percent (float|None)."""
         ...
 
+    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+        """Arm start-up debugging of pool `name` (`start`: re-enable a disabled
+        pool first); the pool's debug status. KeyError, ValueError (disabled)."""
+        ...
+
+    def debug_off(self, name: str) -> dict[str, Any]:
+        """Disarm; the pool's debug status (`{"pool", "armed", "workers"}`)."""
+        ...
+
+    def debug_status(self) -> dict[str, Any]:
+        """{"pools": [{"pool", "armed": {adapter, keep, since}|None, "workers":
+        [{pid, python_pid, adapter, address, since, state}]}]}."""
+        ...
+
+    def attach(self, pid: int) -> dict[str, Any]:
+        """Send the attach signal: {"pid", "pool"}; the socket shows in
+        `debug_status` once the worker listens. KeyError, ValueError."""
+        ...
+
+    def reap_worker(self, pid: int) -> dict[str, Any]:
+        """{"pid", "pool", "reaped": True}: SIGKILL an orphan; KeyError for an
+        unknown pid, ValueError if the worker is not an orphan."""
+        ...
+
     def requests(self, pool: str | None, min_elapsed: float) -> list[dict[str, Any]]:
         """Each: pid, pool, method, path, client, elapsed (s), phase
         ("app"|"responding"), status (int|None)."""
+        ...
+
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        """Every thread's stack of live worker `pid`, within 2 s even when the
+        worker is stuck in C holding the GIL; KeyError if `pid` is not a live
+        worker of this server.
+
+        {"pid", "pool", "interface" ("wsgi"|"asgi"|None before it is ready),
+        "threads": [{"ident" (int, as faulthandler prints it), "name" (str,
+        only when known), "current" (bool: the thread the signal interrupted),
+        "frames": [{"filename", "lineno", "name", "line"}] most recent first,
+        "request": {"method", "path", "client", "elapsed", "response_started"}
+        | None (the request the thread serves: WSGI)}] (empty when the worker
+        did not answer), "tasks": [{"name", "frames" (innermost first),
+        "request"}] | None (ASGI only; None when the loop did not answer),
+        "tasks_note": str | None (why tasks is None on an ASGI worker),
+        "text": str (all of it rendered for people, oldest call first)}."""
+        ...
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        """{"pool": name, "workers": [as `worker_stack`, one per live worker]},
+        taken concurrently (2 s at most); KeyError for an unknown pool."""
         ...
 
     def config(self) -> dict[str, Any] | None:
@@ -203,6 +226,34 @@ ROUTES: list[Route] = [
         for action in POOL_ACTIONS
     ),
     Route("GET", "/v1/workers", "list_workers", "Worker processes.", query=("pool",)),
+    Route("POST", "/v1/workers/{pid}/reap", "reap_worker", "Reap an orphaned worker."),
+    Route(
+        "POST",
+        "/v1/workers/{pid}/attach",
+        "attach_worker",
+        "Make a worker open a pdb server and stop its main thread.",
+    ),
+    Route(
+        "POST",
+        "/v1/pools/{name}/debug",
+        "debug_startup",
+        "Arm start-up debugging: the pool's next worker waits for a debugger.",
+        query=("adapter", "keep", "start"),
+    ),
+    Route("POST", "/v1/pools/{name}/debug/off", "debug_off", "Disarm start-up debugging."),
+    Route("GET", "/v1/debug", "debug_status", "What is armed, and which workers are debugged."),
+    Route(
+        "GET",
+        "/v1/workers/{pid}/stack",
+        "get_worker_stack",
+        "Every thread's stack of one worker (and an ASGI worker's pending tasks).",
+    ),
+    Route(
+        "GET",
+        "/v1/pools/{name}/stack",
+        "get_pool_stack",
+        "Every thread's stack of each worker of a pool.",
+    ),
     Route(
         "GET",
         "/v1/requests",
@@ -436,6 +487,13 @@ class ControlServer:
             "stop_pool": self._stop_pool,
             "recycle_pool": self._recycle_pool,
             "list_workers": self._list_workers,
+            "reap_worker": self._reap_worker,
+            "attach_worker": self._attach_worker,
+            "debug_startup": self._debug_startup,
+            "debug_off": self._debug_off,
+            "debug_status": self._debug_status,
+            "get_worker_stack": self._get_worker_stack,
+            "get_pool_stack": self._get_pool_stack,
             "list_requests": self._list_requests,
             "get_config": self._get_config,
             "reload_config": self._reload_config,
@@ -679,6 +737,64 @@ class ControlServer:
         except KeyError:
             raise _unknown_pool(pool or "") from None
 
+    async def _reap_worker(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        pid = _pid_parameter(params["pid"])
+        try:
+            return Answer(200, self.target.reap_worker(pid))
+        except KeyError:
+            raise _not_a_worker(pid) from None
+        except ValueError as error:
+            raise ApiError(409, "invalid_state", str(error)) from None
+
+    async def _attach_worker(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        pid = _pid_parameter(params["pid"])
+        try:
+            return Answer(200, self.target.attach(pid))
+        except KeyError:
+            raise _not_a_worker(pid) from None
+        except ValueError as error:
+            raise ApiError(409, "invalid_state", str(error)) from None
+
+    async def _debug_startup(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        name = params["name"]
+        adapter = query.get("adapter", "pdb")
+        if adapter not in ("pdb", "debugpy"):
+            raise ApiError(
+                400, "invalid_parameter", f"adapter must be pdb or debugpy, got {_show(adapter)}"
+            )
+        keep = query.get("keep", "0") in ("1", "true")
+        start = query.get("start", "0") in ("1", "true")
+        try:
+            return Answer(200, self.target.debug_startup(name, adapter, keep, start))
+        except KeyError:
+            raise _unknown_pool(name) from None
+        except ValueError as error:
+            raise ApiError(409, "invalid_state", str(error)) from None
+
+    async def _debug_off(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        name = params["name"]
+        try:
+            return Answer(200, self.target.debug_off(name))
+        except KeyError:
+            raise _unknown_pool(name) from None
+
+    async def _debug_status(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        return Answer(200, self.target.debug_status())
+
+    async def _get_worker_stack(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        pid = _pid_parameter(params["pid"])
+        try:
+            return Answer(200, await self.target.worker_stack(pid))
+        except KeyError:
+            raise _not_a_worker(pid) from None
+
+    async def _get_pool_stack(self, params: dict[str, str], query: dict[str, str]) -> Answer:
+        name = params["name"]
+        try:
+            return Answer(200, await self.target.pool_stack(name))
+        except KeyError:
+            raise _unknown_pool(name) from None
+
     async def _list_requests(self, params: dict[str, str], query: dict[str, str]) -> Answer:
         pool = _pool_parameter(query)
         min_elapsed = _seconds_parameter(query, "min_elapsed")
@@ -762,6 +878,29 @@ def _seconds_parameter(query: dict[str, str], name: str) -> float:
 
 def _unknown_pool(name: str) -> ApiError:
     return ApiError(404, "unknown_pool", f"no pool named {_show(name)}")
+
+
+def _pid_parameter(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or not (0 < int(text) < 2**31):
+        raise ApiError(
+            400, "invalid_parameter", f"pid must be a process id (digits), got {_show(text)}"
+        )
+    return int(text)
+
+
+def _not_a_worker(pid: int) -> ApiError:
+    why = "see poolwarden wp" if _process_exists(pid) else "no such process"
+    return ApiError(404, "unknown_worker", f"pid {pid} is not a worker of this server ({why})")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
 
 
 async def _ask_pid(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:

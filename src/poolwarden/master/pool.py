@@ -48,15 +48,23 @@ from poolwarden.activation.pool_policy import PoolConfig, PoolMachine, PoolState
 from poolwarden.activation.rapid_fail import FailureWindow, RapidFailPolicy, standing
 from poolwarden.activation.recycling import Action, Limits, WorkerFacts, decide, last_scheduled
 from poolwarden.events import catalog
-from poolwarden.events.classify import classify
+from poolwarden.events.classify import EndedBy, classify
 from poolwarden.http.error_page import startup_failure_page
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
+from poolwarden.master.commands import run_bounded
 from poolwarden.master.event_log import EventLog
 from poolwarden.master.worker_process import WorkerProcess, WorkerState
 from poolwarden.scoreboard import Phase, SlotView
 from poolwarden.settings import PoolSettings, ServerSettings
-from poolwarden.stacks import StackFrame, innermost_app_frame, render_tasks, render_threads
+from poolwarden.stacks import (
+    StackFrame,
+    ThreadStack,
+    innermost_app_frame,
+    render_tasks,
+    render_threads,
+    with_source,
+)
 
 log = logging.getLogger("poolwarden")
 
@@ -89,7 +97,19 @@ def policy_config(settings: PoolSettings) -> PoolConfig:
             max_crashes=settings.rapid_fail_max_crashes,
             interval=settings.rapid_fail_interval,
         ),
+        auto_shutdown_command=bool(settings.auto_shutdown_command),
+        orphan_action_command=bool(settings.orphan_action_command),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DebugArm:
+    """`poolwarden debug startup`: the adapter the next worker waits for, and
+    whether every following worker does too (`--keep`)."""
+
+    adapter: str
+    keep: bool
+    since: float
 
 
 @dataclass(slots=True)
@@ -130,15 +150,19 @@ class Pool:
         self.routes = routes
         self.events = events or EventLog(None)
         self.workers: list[WorkerProcess] = []
+        self.orphans: list[WorkerProcess] = []
+        """Failed workers kept stopped for inspection (`orphan_worker`)."""
+        self.debug_armed: DebugArm | None = None
+        """`poolwarden debug startup`: the next worker starts under a debugger."""
         self.queue: deque[Waiting] = deque()
         self.dispatched = 0
         self._turn = 0
         self.last_failure: ch.StartupFailure | None = None
         self.last_failure_seq: int | None = None
-        self.disabled_seq: int | None = None
-        self._auto_restart: asyncio.TimerHandle | None = None
-        """The 5002 event that disabled the pool, named in its 503s."""
         """The event of the last start-up failure, named in 503 startup_failed."""
+        self.disabled_seq: int | None = None
+        """The 5002 event that disabled the pool, named in its 503s."""
+        self._auto_restart: asyncio.TimerHandle | None = None
         self._respawn_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -170,6 +194,8 @@ class Pool:
             graceful_timeout=settings.shutdown_time_limit,
             routes=routes,
             core_dumps=settings.core_dumps,
+            debug_dir=os.path.abspath(os.path.join(server.state_dir, "debug")),
+            loop_lag_warning=settings.loop_lag_warning,
         )
 
     @property
@@ -283,6 +309,11 @@ class Pool:
     def recycle_worker(self, worker: WorkerProcess, reason: str, kind: str, event_id: int) -> None:
         """Replace one worker with overlap (a limit it reached): its
         replacement starts first, and it drains once the replacement is Ready."""
+        self._note_recycle(worker, reason, kind, event_id)
+        self._apply(self.machine.handle(policy.RecycleRequested((worker.pid,))))
+
+    def _note_recycle(self, worker: WorkerProcess, reason: str, kind: str, event_id: int) -> None:
+        """Log one worker's recycle, and write its event if the pool logs that kind."""
         log.info("pool %s: recycling worker %d: %s", self.name, worker.pid, reason)
         self.last_event = f"worker {worker.pid} recycled ({kind})"
         if kind in self.settings.log_event_on_recycle:
@@ -293,7 +324,6 @@ class Pool:
                 pid=worker.pid,
                 details={"reason": kind, "why": reason},
             )
-        self._apply(self.machine.handle(policy.RecycleRequested((worker.pid,))))
 
     def check_workers(self, now: float) -> None:
         """The periodic look at every worker: what `activation.recycling.decide`
@@ -346,9 +376,12 @@ class Pool:
         limit = self.settings.startup_time_limit
         if not self.queue or limit <= 0 or now - self.queue[0].since <= limit:
             return
-        (expired,) = self.machine.handle(policy.QueueWaitExpired())
-        assert isinstance(expired, policy.RefuseExpired)
-        reason = expired.reason
+        expired = self.machine.handle(policy.QueueWaitExpired())
+        if not expired:
+            return  # a debugger holds a start: requests wait up to the queue bound
+        (refuse,) = expired
+        assert isinstance(refuse, policy.RefuseExpired)
+        reason = refuse.reason
         while self.queue and now - self.queue[0].since > limit:
             waiting = self.queue.popleft()
             self._refuse(waiting.sock, waiting.message, reason)
@@ -386,8 +419,9 @@ class Pool:
         if task is not None:
             stack, frames = render_tasks([task]), task.frames
         elif worker.interface == "asgi":
-            # No answer from the loop: it is blocked, and its thread shows by what.
-            thread = next((t for t in threads if t.current or not t.request), None)
+            # No answer from the loop: it is blocked, and its thread (the one
+            # that writes the scoreboard; a worker has others) shows by what.
+            thread = next((t for t in threads if t.ident == slot.thread), None)
             if thread is not None:
                 stack, frames = render_threads([thread]), thread.frames
         else:
@@ -460,6 +494,53 @@ class Pool:
         else:
             self.recycle_worker(worker, action.why, action.reason, _RECYCLE_EVENTS[action.reason])
 
+    def arm_debug(self, adapter: str, keep: bool) -> None:
+        """`poolwarden debug startup`: the next worker waits for a debugger
+        before it loads the app. An always-running pool gets that worker now
+        (it replaces the oldest, with overlap); an on-demand pool when the
+        next request arrives."""
+        try:
+            actions = self.machine.handle(policy.DebugArmed())
+        except policy.IllegalTransition:
+            raise ValueError(
+                f"pool {self.name!r} is disabled by rapid-fail protection; "
+                "start it again with the debugger armed (--start)"
+            ) from None
+        self.debug_armed = DebugArm(adapter, keep, time.time())
+        self.last_event = f"debug startup armed ({adapter})"
+        log.info("pool %s: the next worker starts under %s", self.name, adapter)
+        for action in actions:
+            replaced = self._worker(action.id) if isinstance(action, policy.Retire) else None
+            if replaced is not None:
+                self._note_recycle(
+                    replaced, "debug startup", "on_demand", catalog.RECYCLE_ADMINISTRATOR
+                )
+        self._apply(actions)
+
+    def disarm_debug(self) -> None:
+        self.debug_armed = None
+
+    def debug_status(self) -> dict[str, object]:
+        armed = self.debug_armed
+        return {
+            "pool": self.name,
+            "armed": None
+            if armed is None
+            else {"adapter": armed.adapter, "keep": armed.keep, "since": armed.since},
+            "workers": [
+                {
+                    "pid": worker.pid,
+                    "python_pid": worker.python_pid,
+                    "adapter": worker.debugging,
+                    "address": worker.debug_address,
+                    "since": worker.debug_since,
+                    "state": worker.state.value,
+                }
+                for worker in self.workers
+                if worker.debugging and worker.returncode is None
+            ],
+        }
+
     def update_settings(self, settings: PoolSettings) -> None:
         """A reload changed the pool: new workers get the new settings, and
         the running ones are recycled with overlap."""
@@ -522,10 +603,16 @@ class Pool:
     def _spawn(self) -> None:
         if not self.machine.may_spawn:
             return  # a failure reported by an earlier spawn stopped the pool
+        boot = self._boot
+        armed = self.debug_armed
+        if armed is not None:
+            boot = msgspec.structs.replace(boot, debug=armed.adapter)
+            if not armed.keep:
+                self.debug_armed = None  # one worker, then it switches itself off
         worker = WorkerProcess(
             self.loop,
             self.settings,
-            boot=self._boot,
+            boot=boot,
             state_dir=self.server.state_dir,
             access_log_fd=self.access_log_fd,
             on_ready=self._worker_ready,
@@ -534,6 +621,9 @@ class Pool:
             on_hand_back=self.on_hand_back,
             on_ended=self._worker_ended,
             on_thread_failed=self._thread_failed,
+            on_orphaned=self._worker_orphaned,
+            on_loop_lag=self._loop_lagged,
+            on_debugged=self._worker_debugged,
         )
         try:
             worker.spawn()
@@ -542,7 +632,7 @@ class Pool:
             self._spawn_failed(error)
             return
         self.workers.append(worker)
-        self.machine.handle(policy.WorkerSpawned(worker.pid))
+        self.machine.handle(policy.WorkerSpawned(worker.pid, debugged=bool(worker.debugging)))
         log.debug("pool %s: started worker %d", self.name, worker.pid)
         self.events.emit(
             catalog.WORKER_STARTED,
@@ -632,8 +722,8 @@ class Pool:
             worker = workers[(turn + step) % count]
             if worker.state is not WorkerState.READY:
                 continue
-            if worker.retiring:
-                fallback = fallback or worker
+            if worker.retiring or worker.debug_address is not None:
+                fallback = fallback or worker  # draining, or stopped in a debugger
                 continue
             load = (worker.busy_count(), worker.load)
             if best is None or load < best_load:
@@ -742,6 +832,10 @@ class Pool:
             self._apply([action])
         self._flush_queue()
 
+    def _worker_debugged(self, worker: WorkerProcess) -> None:
+        """A debugger holds the worker: from now on its failures are not the app's."""
+        self.machine.handle(policy.WorkerDebugged(worker.pid))
+
     def _worker_startup_failed(self, worker: WorkerProcess, failure: ch.StartupFailure) -> None:
         self.last_failure = failure
         self.machine.handle(policy.StartupFailureReported(failure.phase == "startup_timeout"))
@@ -749,6 +843,10 @@ class Pool:
         self.on_startup_failure(self, failure)
 
     def _worker_exited(self, worker: WorkerProcess) -> None:
+        if worker in self.orphans:
+            self.orphans.remove(worker)
+            self.machine.handle(policy.WorkerExited(worker.pid))  # forgotten: no news
+            return  # out of service since it was orphaned
         if worker in self.workers:
             self.workers.remove(worker)
             self.requests_served_by_gone_workers += worker.served_at_exit
@@ -781,12 +879,7 @@ class Pool:
 
     @property
     def rapid_fail(self) -> RapidFailPolicy:
-        settings = self.settings
-        return RapidFailPolicy(
-            enabled=settings.rapid_fail_enabled,
-            max_crashes=settings.rapid_fail_max_crashes,
-            interval=settings.rapid_fail_interval,
-        )
+        return self.machine.config.rapid_fail
 
     def _disable(
         self, count: int, last_message: str, last_details: dict[str, object], last_seq: int | None
@@ -819,6 +912,35 @@ class Pool:
         )
         self.last_event = f"{catalog.POOL_DISABLED_RAPID_FAIL} #{self.disabled_seq}"
 
+    async def _run_auto_shutdown_command(self, disabled_seq: int | None) -> None:
+        """IIS's autoShutdownExe: page someone, take the host out of a
+        balancer. Its outcome and output are an event of their own."""
+        settings = self.settings
+        result = await run_bounded(
+            list(settings.auto_shutdown_command),
+            {
+                "POOLWARDEN_POOL": self.name,
+                "POOLWARDEN_EVENT_SEQ": str(disabled_seq or ""),
+                "POOLWARDEN_STATE_DIR": os.path.abspath(self.server.state_dir),
+            },
+            settings.auto_shutdown_time_limit,
+        )
+        event_id = (
+            catalog.AUTO_SHUTDOWN_COMMAND_RAN if result.ok else catalog.AUTO_SHUTDOWN_COMMAND_FAILED
+        )
+        (log.info if result.ok else log.warning)(
+            "pool %s: auto_shutdown_command %s", self.name, result.summary()
+        )
+        self.events.emit(
+            event_id,
+            f"pool {self.name!r}: auto_shutdown_command {result.summary()}",
+            pool=self.name,
+            details={
+                **result.details(),
+                "disabled_seq": disabled_seq,
+            },
+        )
+
     def _restart_by_itself(self) -> None:
         """`auto_restart_after`: an unattended host tries the pool again."""
         self._auto_restart = None
@@ -835,7 +957,7 @@ class Pool:
         )
         for counted in actions:
             if not isinstance(counted, policy.FailureCounted):
-                continue
+                continue  # a debugged worker's or an orphan's end never counts
             where = standing(counted.count, self.rapid_fail)
             classification = msgspec.structs.replace(
                 classification,
@@ -850,6 +972,78 @@ class Pool:
                 self.last_failure_seq = seq
         return seq
 
+    def _worker_orphaned(self, worker: WorkerProcess, reason: EndedBy, stacks: str) -> int | None:
+        """A failed worker kept stopped: out of service at once, counted as a
+        failure (unless a debugger held it), replaced, and handed to
+        `orphan_action_command`: as `self.machine` decides."""
+        if worker in self.workers:
+            self.workers.remove(worker)
+            self.requests_served_by_gone_workers += worker.scoreboard.served()
+        self.orphans.append(worker)
+        actions = self.machine.handle(
+            policy.WorkerOrphaned(worker.pid, time.monotonic(), len(self.queue))
+        )
+        counted = next((a for a in actions if isinstance(a, policy.FailureCounted)), None)
+        where = (
+            standing(counted.count, self.rapid_fail)
+            if counted is not None
+            else "not counted: a debugger held it"
+        )
+        why = {
+            "hang": "did not answer a ping in time",
+            "startup_time_limit": "was not ready within the start-up time limit",
+        }.get(reason, "lost its channel")
+        message = (
+            f"worker {worker.pid} of pool {self.name!r} {why} and is kept stopped (SIGSTOP) "
+            f"for inspection; {where}"
+        )
+        log.error("pool %s: %s", self.name, message)
+        seq = self.events.emit(
+            catalog.WORKER_ORPHANED,
+            message,
+            pool=self.name,
+            pid=worker.pid,
+            details={"reason": reason, "stacks": stacks, "rapid_fail": where},
+            fingerprint=f"2027 {self.name} {reason}",
+        )
+        self.last_event = f"{catalog.WORKER_ORPHANED} #{seq}" if seq is not None else None
+        self._apply(actions, worker=worker, evidence=(message, {"reason": reason}, seq))
+        return seq
+
+    async def _run_orphan_action(self, worker: WorkerProcess, seq: int | None) -> None:
+        result = await run_bounded(
+            list(self.settings.orphan_action_command),
+            {
+                "POOLWARDEN_PID": str(worker.python_pid),
+                "POOLWARDEN_POOL": self.name,
+                "POOLWARDEN_EVENT_SEQ": str(seq or ""),
+                "POOLWARDEN_STATE_DIR": os.path.abspath(self.server.state_dir),
+            },
+            self.settings.auto_shutdown_time_limit,
+        )
+        if result.ok:
+            log.info("pool %s: orphan action for worker %d ran", self.name, worker.pid)
+            return
+        self.events.emit(
+            catalog.ORPHAN_ACTION_FAILED,
+            f"pool {self.name!r}: orphan_action_command for worker {worker.pid} {result.summary()}",
+            pool=self.name,
+            pid=worker.pid,
+            details={
+                **result.details(),
+                "orphaned_seq": seq,
+            },
+        )
+
+    def reap_orphans(self, pid: int | None = None) -> list[int]:
+        """End the orphans (all, or the one with `pid`); their pids."""
+        reaped = []
+        for worker in list(self.orphans):
+            if pid is None or worker.pid == pid:
+                worker.reap()
+                reaped.append(worker.pid)
+        return reaped
+
     def _thread_failed(self, worker: WorkerProcess, message: ch.ThreadFailed) -> None:
         log.warning(
             "pool %s: worker %d: an exception ended thread %r: %s: %s",
@@ -860,6 +1054,54 @@ class Pool:
             message.message,
         )
         self.events.thread_failed(self.name, worker.pid, message)
+
+    def _loop_lagged(self, worker: WorkerProcess, message: ch.LoopLag) -> None:
+        """An ASGI worker's watchdog saw its event loop blocked (2041): the
+        line that blocked it and for how long."""
+        frames = with_source([StackFrame(f.filename, f.lineno, f.name) for f in message.frames])
+        frame = innermost_app_frame(frames)
+        where = f" in {frame.name} ({frame.filename}:{frame.lineno})" if frame else ""
+        serving = f" while serving {message.method} {message.path}" if message.method else ""
+        how_long = (
+            f"was blocked for {message.blocked:g}s"
+            if message.ended
+            else f"has been blocked for {message.blocked:g}s and still was when reported"
+        )
+        skipped = (
+            f"; {message.skipped} more stall(s) since the last report went unreported"
+            if message.skipped
+            else ""
+        )
+        stack = render_threads(
+            [ThreadStack(ident=message.thread, current=False, frames=frames, name="event loop")]
+        )
+        self.events.emit(
+            catalog.LOOP_LAG,
+            f"the event loop of worker {worker.pid} of pool {self.name!r} {how_long}"
+            f"{where}{serving}{skipped}",
+            pool=self.name,
+            pid=worker.pid,
+            details={
+                "lag": message.lag,
+                "blocked": message.blocked,
+                "ended": message.ended,
+                "loop_lag_warning": self.settings.loop_lag_warning,
+                "method": message.method or None,
+                "path": message.path or None,
+                "client": message.client or None,
+                "skipped": message.skipped,
+                "stack": stack,
+            },
+            fingerprint=f"2041 {self.name} {frame.filename}:{frame.lineno}" if frame else None,
+        )
+        log.warning(
+            "pool %s: worker %d: the event loop %s%s%s",
+            self.name,
+            worker.pid,
+            how_long,
+            where,
+            serving,
+        )
 
     def _timed_out(self, worker: WorkerProcess) -> None:
         failure = ch.StartupFailure(
@@ -909,7 +1151,8 @@ class Pool:
     # shutdown
 
     def drain(self, time_limit: float, reason: StopReason = StopReason.SHUTDOWN) -> None:
-        """Stop taking work, let workers finish, kill them at the time limit."""
+        """Stop taking work, let workers finish, kill them at the time limit;
+        a shutdown or removal also reaps the orphans."""
         self._apply(self.machine.handle(policy.Stop(reason, time_limit)))
 
     def kill(self) -> None:
@@ -974,6 +1217,14 @@ class Pool:
                     self._disable(count, *evidence)
                 case policy.ScheduleAutoRestart(delay=delay):
                     self._auto_restart = self.loop.call_later(delay, self._restart_by_itself)
+                case policy.RunAutoShutdownCommand():
+                    self.loop.create_task(self._run_auto_shutdown_command(self.disabled_seq))
+                case policy.RunOrphanAction(id=id):
+                    orphan = next((w for w in self.orphans if w.pid == id), None)
+                    if orphan is not None:
+                        self.loop.create_task(self._run_orphan_action(orphan, evidence[2]))
+                case policy.ReapOrphans():
+                    self.reap_orphans()
                 case policy.ScheduleKill(delay=delay):
                     if self._kill_timer:
                         self._kill_timer.cancel()

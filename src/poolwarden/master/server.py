@@ -7,7 +7,7 @@ what was asked; the loop does the work.
 
 ```
  SIGTERM/SIGINT ─▶ shutdown    SIGHUP ─▶ reload the config file
- control.sock ───▶ ControlTarget methods (pools, workers, requests, reload)
+ control.sock ───▶ ControlTarget methods (pools, workers, requests, stacks, reload)
  listeners ──────▶ FrontEnd ──route──▶ Pool ──▶ WorkerProcess
 ```
 
@@ -24,6 +24,7 @@ changed are recycled with overlap, and unchanged pools are not touched.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+import msgspec
 import psutil
 
 from poolwarden import __version__
@@ -52,9 +54,11 @@ from poolwarden.master.event_log import PRUNE_EVERY, EventLog
 from poolwarden.master.frontend import FrontEnd, Route
 from poolwarden.master.frontend_log import FrontEndLog
 from poolwarden.master.pool import Pool, PoolState, StopReason
+from poolwarden.master.worker_process import WorkerProcess
 from poolwarden.routing import RoutingTable
 from poolwarden.scoreboard import Phase
 from poolwarden.settings import PoolSettings, ServerSettings
+from poolwarden.stacks import TASKS_BLOCKED_NOTE, TaskStack, ThreadStack, render_worker
 
 log = logging.getLogger("poolwarden")
 
@@ -494,13 +498,42 @@ class Master:
             raise ValueError(f"unknown action {action!r}")
         return pool.status()
 
+    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+        pool = self.pools[name]
+        if self.stopping:
+            raise ValueError("the server is shutting down")
+        if adapter == "debugpy" and importlib.util.find_spec("debugpy") is None:
+            raise ValueError("debugpy is not installed: pip install debugpy (or use pdb)")
+        if start and pool.state.value in ("disabled", "stopped"):
+            pool.resume()
+        pool.arm_debug(adapter, keep)
+        return pool.debug_status()
+
+    def debug_off(self, name: str) -> dict[str, Any]:
+        pool = self.pools[name]
+        pool.disarm_debug()
+        return pool.debug_status()
+
+    def debug_status(self) -> dict[str, Any]:
+        return {"pools": [pool.debug_status() for pool in self.pools.values()]}
+
+    def attach(self, pid: int) -> dict[str, Any]:
+        for name, pool in self.pools.items():
+            for worker in pool.workers:
+                if worker.pid == pid and worker.returncode is None:
+                    if worker.state.value != "ready":
+                        raise ValueError(f"worker {pid} is {worker.state.value}, not ready")
+                    worker.attach()
+                    return {"pid": pid, "pool": name}
+        raise KeyError(pid)
+
     def workers(self, pool: str | None) -> list[dict[str, Any]]:
         now = time.time()
         rows = []
         for name, each in self.pools.items():
             if pool is not None and name != pool:
                 continue
-            for worker in each.workers:
+            for worker in [*each.workers, *each.orphans]:
                 if worker.returncode is not None:
                     continue
                 rss, cpu = self._resources(worker.python_pid)
@@ -519,6 +552,17 @@ class Master:
                     }
                 )
         return rows
+
+    def reap_worker(self, pid: int) -> dict[str, Any]:
+        for name, pool in self.pools.items():
+            if any(worker.pid == pid for worker in pool.workers):
+                raise ValueError(
+                    f"worker {pid} of pool {name!r} is serving, not an orphan; "
+                    f"`poolwarden pool recycle {name}` replaces workers"
+                )
+            if pool.reap_orphans(pid):
+                return {"pid": pid, "pool": name, "reaped": True}
+        raise KeyError(pid)
 
     def _resources(self, pid: int) -> tuple[int | None, float | None]:
         """RSS and CPU % since the last look (psutil needs two samples)."""
@@ -562,6 +606,47 @@ class Master:
     def config_dict(self) -> dict[str, Any] | None:
         return self.config.to_dict() if self.config is not None else None
 
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        for name, pool in self.pools.items():
+            for worker in pool.workers:
+                if worker.pid == pid and worker.returncode is None:
+                    return await self._stack_of(name, worker)
+        raise KeyError(pid)
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        live = [w for w in self.pools[name].workers if w.pid > 0 and w.returncode is None]
+        answers = await asyncio.gather(*(self._stack_of(name, worker) for worker in live))
+        return {"pool": name, "workers": list(answers)}
+
+    async def _stack_of(self, pool: str, worker: WorkerProcess) -> dict[str, Any]:
+        """One worker's stacks. The thread dump (faulthandler, no GIL needed)
+        and an ASGI worker's task dump (from its loop, 1 s at most) are taken
+        at the same moment, so a blocked loop shows in the threads."""
+        tasks: list[TaskStack] | None = None
+        note = None
+        if worker.interface == "asgi":
+            threads, tasks = await asyncio.gather(worker.stacks(), worker.task_stacks())
+            note = TASKS_BLOCKED_NOTE if tasks is None else None
+        else:
+            threads = await worker.stacks()
+        return {
+            "pid": worker.pid,
+            "pool": pool,
+            "interface": worker.interface or None,
+            "threads": [_thread_dict(thread) for thread in threads],
+            "tasks": None if tasks is None else [msgspec.to_builtins(task) for task in tasks],
+            "tasks_note": note,
+            "text": render_worker(threads, tasks, note),
+        }
+
+
+def _thread_dict(thread: ThreadStack) -> dict[str, Any]:
+    """A thread as the API shows it: `name` only when it is known."""
+    data: dict[str, Any] = msgspec.to_builtins(thread)
+    if not thread.name:
+        del data["name"]
+    return data
+
 
 class ControlAdapter:
     """The master as the control API sees it (`control.ControlTarget`)."""
@@ -584,14 +669,35 @@ class ControlAdapter:
     async def pool_action(self, name: str, action: str) -> dict[str, Any]:
         return await self._master.pool_action(name, action)
 
+    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+        return self._master.debug_startup(name, adapter, keep, start)
+
+    def debug_off(self, name: str) -> dict[str, Any]:
+        return self._master.debug_off(name)
+
+    def debug_status(self) -> dict[str, Any]:
+        return self._master.debug_status()
+
+    def attach(self, pid: int) -> dict[str, Any]:
+        return self._master.attach(pid)
+
     def workers(self, pool: str | None) -> list[dict[str, Any]]:
         return self._master.workers(pool)
 
     def requests(self, pool: str | None, min_elapsed: float) -> list[dict[str, Any]]:
         return self._master.requests(pool, min_elapsed)
 
+    def reap_worker(self, pid: int) -> dict[str, Any]:
+        return self._master.reap_worker(pid)
+
     def config(self) -> dict[str, Any] | None:
         return self._master.config_dict()
 
     async def reload_config(self) -> dict[str, Any]:
         return await self._master.reload_config()
+
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        return await self._master.worker_stack(pid)
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        return await self._master.pool_stack(name)

@@ -41,12 +41,14 @@ from poolwarden.master.exits import describe_exit
 from poolwarden.master.output import OutputReader
 from poolwarden.master.stack_capture import StackPipe
 from poolwarden.scoreboard import Phase, Scoreboard, SlotView
+from poolwarden.signals import ATTACH_SIGNAL
 from poolwarden.stacks import (
     RequestInfo,
     StackFrame,
     TaskStack,
     ThreadStack,
     parse_faulthandler,
+    render_threads,
     with_source,
 )
 
@@ -104,6 +106,8 @@ class WorkerState(enum.Enum):
     STARTING = "starting"
     READY = "ready"
     DRAINING = "draining"
+    ORPHANED = "orphaned"
+    """Failed or hung, and kept stopped (SIGSTOP) for inspection: `orphan_worker`."""
     EXITED = "exited"
 
 
@@ -126,6 +130,11 @@ class WorkerProcess:
         on_thread_failed: Callable[[WorkerProcess, ch.ThreadFailed], None] = (
             lambda worker, message: None
         ),
+        on_orphaned: Callable[[WorkerProcess, EndedBy, str], int | None] = (
+            lambda worker, reason, stacks: None
+        ),
+        on_loop_lag: Callable[[WorkerProcess, ch.LoopLag], None] = lambda worker, message: None,
+        on_debugged: Callable[[WorkerProcess], None] = lambda worker: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -138,6 +147,16 @@ class WorkerProcess:
         self.on_hand_back = on_hand_back
         self.on_ended = on_ended
         self.on_thread_failed = on_thread_failed
+        self.on_orphaned = on_orphaned
+        self.orphaned_at: float | None = None
+        self.debugging = boot.debug
+        """The debug adapter holding this worker ("pdb", "debugpy"), or "":
+        while it is debugged, its start-up time limit and pings are
+        suspended and its failures do not count (`poolwarden debug`)."""
+        self.debug_address: str | None = None
+        self.debug_since: float | None = None
+        self.on_loop_lag = on_loop_lag
+        self.on_debugged = on_debugged
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -267,7 +286,7 @@ class WorkerProcess:
         self.pidfd = os.pidfd_open(self.pid)
         self.loop.add_reader(self.pidfd, self._on_process_exit)
         limit = settings.startup_time_limit
-        if limit > 0:
+        if limit > 0 and not self.debugging:
             self._startup_timer = self.loop.call_later(limit, self._startup_timed_out)
         self.loop.add_reader(self.channel.fileno(), self._on_channel)
 
@@ -352,6 +371,8 @@ class WorkerProcess:
             self.send(ch.Drain())
 
     def kill(self, reason: EndedBy = "shutdown") -> None:
+        if self.state is WorkerState.ORPHANED and reason != "orphan_reaped":
+            return  # kept for inspection: only a reap ends it
         if self.returncode is None:
             self.killed_by_master = True
             self.ended_by = self.ended_by or reason
@@ -469,6 +490,11 @@ class WorkerProcess:
                 self.runtime_failure = message.traceback
             elif type(message) is ch.ThreadFailed:
                 self.on_thread_failed(self, message)
+            elif type(message) is ch.DebugWaiting:
+                self._debugged(message.adapter)
+                self.debug_address = message.address
+            elif type(message) is ch.LoopLag:
+                self.on_loop_lag(self, message)
             elif type(message) is ch.Tasks:
                 waiter = self._task_dumps.pop(message.seq, None)
                 if waiter is not None and not waiter.done():
@@ -480,9 +506,28 @@ class WorkerProcess:
 
     # health: pings, answered by the worker's own loop or serving threads
 
+    def _debugged(self, adapter: str) -> None:
+        """A debugger holds (or is about to hold) the worker: a stopped
+        thread is no hang, and a slow start no failure (the pool is told)."""
+        self.debugging = self.debugging or adapter
+        self.debug_since = self.debug_since or time.time()
+        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
+            if timer is not None:
+                timer.cancel()
+        self._startup_timer = self._ping_timer = self._hang_timer = None
+        self._ping_sent_at = None
+        self.on_debugged(self)
+
+    def attach(self) -> None:
+        """`poolwarden debug attach`: the worker opens a pdb server and stops
+        its main thread once a client connects."""
+        self._debugged("pdb")
+        self.debug_address = None
+        os.kill(self.python_pid, ATTACH_SIGNAL)
+
     def _schedule_ping(self) -> None:
         settings = self.settings
-        if settings.pinging_enabled and settings.ping_interval > 0:
+        if settings.pinging_enabled and settings.ping_interval > 0 and not self.debugging:
             self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
 
     def _ping(self) -> None:
@@ -508,7 +553,51 @@ class WorkerProcess:
             self.pid,
             self.settings.ping_response_time,
         )
-        self.abort("hang")
+        self._fail("hang")
+
+    def _fail(self, reason: EndedBy) -> None:
+        """A worker poolwarden must take out of service: killed (a hang with
+        its stacks dumped first), or kept stopped when `orphan_worker` is on."""
+        if self.settings.orphan_worker:
+            self.loop.create_task(self.orphan(reason))
+        elif reason == "hang":
+            self.abort(reason)
+        else:
+            self.kill(reason)
+
+    async def orphan(self, reason: EndedBy) -> None:
+        """IIS's orphanWorkerProcess: take its stacks while it still runs,
+        stop it with SIGSTOP, and keep it for a debugger or the orphan
+        action; it is out of service, and ends only when reaped."""
+        if self.returncode is not None or self.state is WorkerState.ORPHANED:
+            return
+        self.state = WorkerState.ORPHANED
+        self.orphaned_at = time.time()
+        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
+            if timer is not None:
+                timer.cancel()
+        threads = await self.stacks()
+        try:
+            os.kill(self.python_pid, signal.SIGSTOP)
+            if self.python_pid != self.pid:
+                os.kill(self.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return  # it ended meanwhile: its exit is handled as any other
+        self.signals_sent.append(signal.SIGSTOP)
+        seq = self.on_orphaned(self, reason, render_threads(threads) if threads else "")
+        # Its failure is counted now; however it ends later is no new failure.
+        self.ended_by = "orphan_reaped"
+        self._final_busy = self.scoreboard.busy()
+        self._answer_orphaned_connections(seq)
+
+    def reap(self) -> None:
+        """End an orphan: SIGKILL (a stopped process dies of it too)."""
+        self.ended_by = "orphan_reaped"
+        self.kill("orphan_reaped")
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
     def abort(self, reason: EndedBy) -> None:
         """End a hung worker with its stacks: SIGABRT makes faulthandler dump
@@ -533,7 +622,7 @@ class WorkerProcess:
             return
         self.channel_broken = True
         log.error("pool %s: worker %d: its channel broke; killing it", self.settings.name, self.pid)
-        self.kill("drain")
+        self._fail("drain")
 
     def _startup_timed_out(self) -> None:
         self._startup_timer = None
@@ -545,7 +634,7 @@ class WorkerProcess:
                 self.pid,
                 self.settings.startup_time_limit,
             )
-            self.kill("startup_time_limit")
+            self._fail("startup_time_limit")
 
     async def stacks(self) -> list[ThreadStack]:
         """Every thread's Python stack now, each with the request it serves

@@ -100,8 +100,13 @@ def main(argv: list[str]) -> int:
     access_log = AccessLog(access_log_fd, boot.access_log_format) if boot.access_log else None
 
     threading.excepthook = _report_thread_failures(channel)
+    if boot.debug_dir:
+        _allow_attach(boot, channel)
     try:
-        app = load_app(boot.app, factory=boot.factory)
+        if boot.debug:
+            app = _load_under_debugger(boot, channel)
+        else:
+            app = load_app(boot.app, factory=boot.factory)
         interface = boot.interface
         if interface == "auto":
             interface = detect_interface(app)
@@ -129,6 +134,46 @@ def main(argv: list[str]) -> int:
         )
         raise
     return 0
+
+
+def _debug_socket(boot: ch.Boot) -> str:
+    return os.path.join(boot.debug_dir, f"{boot.pool}-{os.getpid()}.pdb.sock")
+
+
+def _allow_attach(boot: ch.Boot, channel: socket.socket) -> None:
+    """`poolwarden debug attach PID`: on ATTACH_SIGNAL, a pdb server on a
+    0600 Unix socket; the main thread stops there once a client connects."""
+    from poolwarden.worker import debugger
+
+    debugger.install_attach_handler(
+        debugger.ATTACH_SIGNAL,
+        lambda: _debug_socket(boot),
+        on_listening=lambda path: _send_quietly(channel, ch.DebugWaiting("pdb", path)),
+    )
+
+
+def _load_under_debugger(boot: ch.Boot, channel: socket.socket) -> Any:
+    """`poolwarden debug startup`: wait for a debugger before the app is
+    imported, so its import can be stepped through (and a failure lands in
+    post-mortem at the line that raised)."""
+    from poolwarden.worker import debugger
+
+    def load() -> Any:
+        return load_app(boot.app, factory=boot.factory)
+
+    if boot.debug == "debugpy":
+        debugger.start_debugpy(
+            0,
+            on_listening=lambda port: _send_quietly(
+                channel, ch.DebugWaiting("debugpy", f"127.0.0.1:{port}")
+            ),
+        )
+        return load()
+    session = debugger.startup_session(
+        _debug_socket(boot),
+        on_listening=lambda path: _send_quietly(channel, ch.DebugWaiting("pdb", path)),
+    )
+    return session.run(load, app=boot.app)
 
 
 def _send_quietly(channel: socket.socket, message: ch.ToMaster) -> None:
@@ -180,6 +225,7 @@ def run_asgi(
     access_log: AccessLog | None,
 ) -> int:
     from poolwarden.worker.asgi import ASGIServer, Lifespan
+    from poolwarden.worker.loop_watch import LoopWatch
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -193,8 +239,18 @@ def run_asgi(
             return EXIT_STARTUP_FAILED
         channel.send(ch.encode(ch.Ready(pid=os.getpid(), interface="asgi")))
         server.start()
-        await server.done
-        await lifespan.shutdown(boot.graceful_timeout)
+        # Watched while it serves; stopped while the loop still runs, or
+        # its end would look like a stall.
+        watch = None
+        if boot.loop_lag_warning > 0:
+            watch = LoopWatch(loop, boot.loop_lag_warning, channel, scoreboard)
+            watch.start()
+        try:
+            await server.done
+            await lifespan.shutdown(boot.graceful_timeout)
+        finally:
+            if watch is not None:
+                watch.stop()
         return 0
 
     try:

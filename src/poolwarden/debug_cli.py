@@ -1,0 +1,188 @@
+"""`poolwarden debug`: break into a worker, or make a pool's next worker
+wait for a debugger before it loads the app (IIS's Image File Execution
+Options `Debugger` value, and `windbg -p PID`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from poolwarden.admin_cli import (
+    _fail_for,
+    _quote,
+    connect,
+    fail,
+    print_json,
+    server_options,
+)
+from poolwarden.control_client import ControlClient, ControlClientError
+
+WAIT_FOR_WORKER = 120.0
+"""Seconds `debug connect` waits for a worker to start listening."""
+
+
+@click.group("debug", short_help="Debug a worker: attach, or start the next one under pdb.")
+def debug_group() -> None:
+    """Debug workers: `startup` arms a pool so that its next worker waits for
+    a debugger before it loads the app; `connect` opens the session;
+    `attach` breaks into a running worker; `off` and `status`."""
+
+
+@debug_group.command("startup", short_help="The pool's next worker waits for a debugger.")
+@click.argument("pool")
+@click.option("--adapter", type=click.Choice(["pdb", "debugpy"]), default="pdb", show_default=True)
+@click.option("--keep", is_flag=True, help="Every next worker, until `debug off` (default: one).")
+@click.option("--start", is_flag=True, help="Start the pool first if it is disabled or stopped.")
+@server_options
+def startup_command(
+    pool: str,
+    adapter: str,
+    keep: bool,
+    start: bool,
+    state_dir: str | None,
+    config_file: str | None,
+    as_json: bool,
+) -> None:
+    """Arm start-up debugging of POOL. An always-running pool starts that
+    worker at once; an on-demand pool with the next request. While it waits
+    or is debugged, its start-up time limit and pings are suspended and its
+    failures do not count toward rapid-fail protection."""
+    client = connect(state_dir, config_file)
+    query = f"?adapter={adapter}&keep={int(keep)}&start={int(start)}"
+    try:
+        body = client.post(f"/v1/pools/{_quote(pool)}/debug{query}")
+    except ControlClientError as error:
+        if "disabled by rapid-fail protection" in str(error):
+            fail(f"{error}", f"Run: poolwarden debug startup {pool} --start")
+        _fail_for(error)
+    if as_json:
+        print_json(body)
+        return
+    click.echo(
+        f"pool {pool!r}: the next worker waits for {adapter} before it loads the app"
+        + (" (every next worker, until `poolwarden debug off`)" if keep else "")
+    )
+    click.echo(f"connect with: poolwarden debug connect {pool}")
+
+
+@debug_group.command("connect", short_help="Open the debug session of a pool or worker.")
+@click.argument("target")
+@click.option(
+    "--wait", default=WAIT_FOR_WORKER, show_default=True, help="Seconds to wait for a worker."
+)
+@server_options
+def connect_command(
+    target: str, wait: float, state_dir: str | None, config_file: str | None, as_json: bool
+) -> None:
+    """Connect to the pdb server of TARGET (a pool name or a worker pid): line
+    editing, Ctrl-C interrupts the program, Ctrl-D detaches and lets it run."""
+    from poolwarden.debug_client import connect as debug_session
+
+    client = connect(state_dir, config_file)
+    waiting = _wait_for_listener(client, target, wait)
+    click.echo(f"debugging worker {waiting['pid']} at {waiting['address']}", err=True)
+    raise click.exceptions.Exit(debug_session(waiting["address"], pid=waiting["python_pid"]))
+
+
+@debug_group.command("attach", short_help="Break into a running worker.")
+@click.argument("pid", type=int)
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the worker.")
+@server_options
+def attach_command(
+    pid: int, wait: float, state_dir: str | None, config_file: str | None, as_json: bool
+) -> None:
+    """Make worker PID open a pdb server and stop its main thread, then
+    connect; other workers keep serving."""
+    from poolwarden.debug_client import connect as debug_session
+
+    client = connect(state_dir, config_file)
+    try:
+        client.post(f"/v1/workers/{pid}/attach")
+    except ControlClientError as error:
+        _fail_for(error)
+    waiting = _wait_for_listener(client, str(pid), wait)
+    click.echo(f"attached to worker {pid} at {waiting['address']}", err=True)
+    raise click.exceptions.Exit(debug_session(waiting["address"], pid=waiting["python_pid"]))
+
+
+@debug_group.command("off", short_help="Disarm start-up debugging of a pool.")
+@click.argument("pool")
+@server_options
+def off_command(pool: str, state_dir: str | None, config_file: str | None, as_json: bool) -> None:
+    client = connect(state_dir, config_file)
+    try:
+        body = client.post(f"/v1/pools/{_quote(pool)}/debug/off")
+    except ControlClientError as error:
+        _fail_for(error)
+    if as_json:
+        print_json(body)
+    else:
+        click.echo(f"pool {pool!r}: start-up debugging is off")
+
+
+@debug_group.command("status", short_help="What is armed, who is waiting, since when.")
+@server_options
+def status_command(state_dir: str | None, config_file: str | None, as_json: bool) -> None:
+    client = connect(state_dir, config_file)
+    try:
+        body = client.get("/v1/debug")
+    except ControlClientError as error:
+        _fail_for(error)
+    if as_json:
+        print_json(body)
+        return
+    lines = []
+    for pool in body["pools"]:
+        armed = pool["armed"]
+        if armed:
+            lines.append(
+                f"{pool['pool']}: armed ({armed['adapter']}"
+                + (", kept" if armed["keep"] else ", one worker")
+                + f") since {_clock(armed['since'])}"
+            )
+        for worker in pool["workers"]:
+            where = worker["address"] or "(not listening yet)"
+            lines.append(
+                f"{pool['pool']}: worker {worker['pid']} ({worker['state']}) held by "
+                f"{worker['adapter']} at {where} since {_clock(worker['since'])}"
+            )
+    click.echo("\n".join(lines) if lines else "no debugging armed, no worker debugged")
+
+
+def _clock(stamp: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "-"
+
+
+def _wait_for_listener(client: ControlClient, target: str, wait: float) -> dict[str, Any]:
+    """The first worker of pool (or with pid) `target` that listens for a debugger."""
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            body = client.get("/v1/debug")
+        except ControlClientError as error:
+            _fail_for(error)
+        pools = [p["pool"] for p in body["pools"]]
+        if not target.isdigit() and target not in pools:
+            fail(f"no pool named {target!r}")
+        for pool in body["pools"]:
+            for worker in pool["workers"]:
+                matches = str(worker["pid"]) == target or pool["pool"] == target
+                if matches and worker["address"] and worker["adapter"] == "pdb":
+                    return dict(worker)
+        if time.monotonic() > deadline:
+            fail(
+                f"no worker of {target!r} waits for a debugger after {wait:g}s",
+                "Arm it with `poolwarden debug startup POOL` (an on-demand pool starts "
+                "its worker with the next request).",
+            )
+        if not told:
+            click.echo(f"waiting for a worker of {target!r} to wait for a debugger…", err=True)
+            told = True
+        time.sleep(0.1)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(debug_group)
