@@ -33,6 +33,7 @@ import msgspec
 import psutil
 
 from poolwarden import channel as ch
+from poolwarden.activation import worker_health as health
 from poolwarden.events.classify import EndedBy, WorkerEnd
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
@@ -75,6 +76,16 @@ def process_rss(pid: int) -> int | None:
     except psutil.Error:
         return None
     return rss
+
+
+def health_config(settings: PoolSettings) -> health.HealthConfig:
+    """The settings a worker's health policy (`activation.worker_health`) decides by."""
+    return health.HealthConfig(
+        startup_time_limit=settings.startup_time_limit,
+        pinging=settings.pinging_enabled,
+        ping_interval=settings.ping_interval,
+        ping_response_time=settings.ping_response_time,
+    )
 
 
 def _request_info(slot: SlotView | None) -> RequestInfo | None:
@@ -176,6 +187,7 @@ class WorkerProcess:
         """Being replaced by a recycle: it takes no new connections once its
         replacement is Ready."""
         self.timed_out = False
+        """Killed for not being Ready within the start-up time limit."""
         self.served_at_exit = 0
         self.ended_by: EndedBy | None = None
         self.startup_seconds: float | None = None
@@ -193,13 +205,11 @@ class WorkerProcess:
         self.last_activity = time.monotonic()
         self.last_uss: int | None = None
         self._served_seen = 0
-        self._ping_seq = 0
-        self._ping_sent_at: float | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._hang_timer: asyncio.TimerHandle | None = None
-        """Killed for not being Ready within the start-up time limit."""
+        self.health = health.WorkerHealth(health_config(settings))
+        """When to ping it, and whether it is hung or too slow to start."""
+        self._health_timer: asyncio.TimerHandle | None = None
+        self._health_wake_at: float | None = None
         self.started_wall = time.time()
-        self._startup_timer: asyncio.TimerHandle | None = None
         self._backlog: deque[tuple[bytes, socket.socket]] = deque()
         self._readers: list[OutputReader] = []
         self._task_dumps: dict[int, asyncio.Future[ch.Tasks]] = {}
@@ -285,9 +295,7 @@ class WorkerProcess:
             self._readers.append(OutputReader(self.loop, fd, prefix, self.tail, own_tail))
         self.pidfd = os.pidfd_open(self.pid)
         self.loop.add_reader(self.pidfd, self._on_process_exit)
-        limit = settings.startup_time_limit
-        if limit > 0 and not self.debugging:
-            self._startup_timer = self.loop.call_later(limit, self._startup_timed_out)
+        self._follow_health(self.health.spawned(self.loop.time(), debugged=bool(self.debugging)))
         self.loop.add_reader(self.channel.fileno(), self._on_channel)
 
     # connections
@@ -368,6 +376,7 @@ class WorkerProcess:
             if self.state is WorkerState.STARTING:
                 self.kill(reason)
             self.state = WorkerState.DRAINING
+            self._follow_health(self.health.draining())
             self.send(ch.Drain())
 
     def kill(self, reason: EndedBy = "shutdown") -> None:
@@ -475,17 +484,13 @@ class WorkerProcess:
                     self.ever_ready = True
                     self.startup_seconds = round(time.monotonic() - self.started_at, 3)
                     self.last_rss = process_rss(self.python_pid)
-                    self._schedule_ping()
-                    if self._startup_timer is not None:
-                        self._startup_timer.cancel()
-                        self._startup_timer = None
+                    self._follow_health(self.health.ready(self.loop.time()))
                     self.on_ready(self)
             elif type(message) is ch.StartupFailed:
                 self.startup_failure = message.failure
                 self.on_startup_failed(self, message.failure)
             elif type(message) is ch.Pong:
-                if message.seq == self._ping_seq:
-                    self._ping_sent_at = None
+                self._follow_health(self.health.pong(message.seq))
             elif type(message) is ch.RuntimeFailure:
                 self.runtime_failure = message.traceback
             elif type(message) is ch.ThreadFailed:
@@ -511,11 +516,7 @@ class WorkerProcess:
         thread is no hang, and a slow start no failure (the pool is told)."""
         self.debugging = self.debugging or adapter
         self.debug_since = self.debug_since or time.time()
-        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
-            if timer is not None:
-                timer.cancel()
-        self._startup_timer = self._ping_timer = self._hang_timer = None
-        self._ping_sent_at = None
+        self._follow_health(self.health.debugged())
         self.on_debugged(self)
 
     def attach(self) -> None:
@@ -525,35 +526,48 @@ class WorkerProcess:
         self.debug_address = None
         os.kill(self.python_pid, ATTACH_SIGNAL)
 
-    def _schedule_ping(self) -> None:
-        settings = self.settings
-        if settings.pinging_enabled and settings.ping_interval > 0 and not self.debugging:
-            self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
-
-    def _ping(self) -> None:
-        self._ping_timer = None
-        if self.returncode is not None or self.state is not WorkerState.READY:
+    def _follow_health(self, actions: list[health.HealthAction]) -> None:
+        """Perform what the health policy (`activation.worker_health`) decided,
+        and wake it again at its next deadline: one loop timer per worker."""
+        for action in actions:
+            match action:
+                case health.SendPing(seq=seq):
+                    self.send(ch.Ping(seq))
+                case health.DeclareHung():
+                    log.error(
+                        "pool %s: worker %d did not answer a ping within %gs: hung; dumping its "
+                        "stacks (SIGABRT), then killing it",
+                        self.settings.name,
+                        self.pid,
+                        self.settings.ping_response_time,
+                    )
+                    self._fail("hang")
+                case health.StartupTimedOut():
+                    self.timed_out = True
+                    log.error(
+                        "pool %s: worker %d was not ready within the start-up time limit (%gs)",
+                        self.settings.name,
+                        self.pid,
+                        self.settings.startup_time_limit,
+                    )
+                    self._fail("startup_time_limit")
+        deadline = self.health.deadline
+        if deadline == self._health_wake_at:
             return
-        if self._ping_sent_at is None:
-            self._ping_seq += 1
-            self._ping_sent_at = time.monotonic()
-            self.send(ch.Ping(self._ping_seq))
-            self._hang_timer = self.loop.call_later(
-                self.settings.ping_response_time, self._ping_deadline, self._ping_seq
-            )
-        self._schedule_ping()
+        if self._health_timer is not None:
+            self._health_timer.cancel()
+            self._health_timer = None
+        self._health_wake_at = deadline
+        if deadline is not None:
+            self._health_timer = self.loop.call_at(deadline, self._health_due)
 
-    def _ping_deadline(self, seq: int) -> None:
-        if self._ping_sent_at is None or seq != self._ping_seq or self.returncode is not None:
-            return
-        log.error(
-            "pool %s: worker %d did not answer a ping within %gs: hung; dumping its "
-            "stacks (SIGABRT), then killing it",
-            self.settings.name,
-            self.pid,
-            self.settings.ping_response_time,
-        )
-        self._fail("hang")
+    def _health_due(self) -> None:
+        """The health timer fired: its deadline has come by the loop's clock
+        (which may run it a clock resolution early, hence the max)."""
+        assert self._health_wake_at is not None
+        now = max(self.loop.time(), self._health_wake_at)
+        self._health_timer = self._health_wake_at = None
+        self._follow_health(self.health.tick(now))
 
     def _fail(self, reason: EndedBy) -> None:
         """A worker poolwarden must take out of service: killed (a hang with
@@ -573,9 +587,7 @@ class WorkerProcess:
             return
         self.state = WorkerState.ORPHANED
         self.orphaned_at = time.time()
-        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
-            if timer is not None:
-                timer.cancel()
+        self._follow_health(self.health.ended())
         threads = await self.stacks()
         try:
             os.kill(self.python_pid, signal.SIGSTOP)
@@ -623,18 +635,6 @@ class WorkerProcess:
         self.channel_broken = True
         log.error("pool %s: worker %d: its channel broke; killing it", self.settings.name, self.pid)
         self._fail("drain")
-
-    def _startup_timed_out(self) -> None:
-        self._startup_timer = None
-        if self.state is WorkerState.STARTING and self.returncode is None:
-            self.timed_out = True
-            log.error(
-                "pool %s: worker %d was not ready within the start-up time limit (%gs)",
-                self.settings.name,
-                self.pid,
-                self.settings.startup_time_limit,
-            )
-            self._fail("startup_time_limit")
 
     async def stacks(self) -> list[ThreadStack]:
         """Every thread's Python stack now, each with the request it serves
@@ -702,10 +702,7 @@ class WorkerProcess:
         return served
 
     def _on_process_exit(self) -> None:
-        for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
-            if timer is not None:
-                timer.cancel()
-        self._startup_timer = self._ping_timer = self._hang_timer = None
+        self._follow_health(self.health.ended())
         self.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
         _, status = os.waitpid(self.pid, 0)
