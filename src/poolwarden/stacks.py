@@ -122,27 +122,51 @@ def render_tasks(tasks: list[TaskStack]) -> str:
 
 
 def render_threads(threads: list[ThreadStack]) -> str:
-    """Python's own traceback layout, oldest call first, one block a thread."""
-    blocks = []
+    """Python's own traceback layout, oldest call first, one block a thread.
+
+    The threads serving requests come first, longest-running first: they
+    are what a stack is asked for. The rest keep the dump's order, and idle
+    threads with the very same stack (a server's waiting thread pool) share
+    one block that names each of them, so eight waiting threads do not bury
+    the one that is stuck.
+    """
+    serving = sorted(
+        (thread for thread in threads if thread.request is not None),
+        key=lambda thread: -thread.request.elapsed if thread.request else 0.0,
+    )
+    blocks = [_thread_block([thread]) for thread in serving]
+    alike: dict[tuple[str, tuple[StackFrame, ...]], list[ThreadStack]] = {}
     for thread in threads:
-        title = f"Thread 0x{thread.ident:x}"
-        if thread.name:
-            title += f" ({thread.name})"
-        if thread.request is not None:
-            request = thread.request
-            title += (
-                f" serving {request.method} {request.path} from {request.client}"
-                f" for {request.elapsed:.1f}s"
-            )
-        elif not thread.frames:
-            title += " (no Python frame)"
-        lines = [title + ":"]
-        for frame in reversed(thread.frames):
-            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
-            if frame.line:
-                lines.append(f"    {frame.line}")
-        blocks.append("\n".join(lines))
+        if thread.request is None:
+            alike.setdefault((thread.name, tuple(thread.frames)), []).append(thread)
+    blocks.extend(_thread_block(group) for group in alike.values())
     return "\n\n".join(blocks) + "\n"
+
+
+def _thread_block(group: list[ThreadStack]) -> str:
+    """One stack and the thread(s) it belongs to."""
+    first = group[0]
+    if len(group) == 1:
+        title = f"Thread 0x{first.ident:x}"
+    else:
+        idents = ", ".join(f"0x{thread.ident:x}" for thread in group)
+        title = f"Threads {idents} ({len(group)} with the same stack)"
+    if first.name:
+        title += f" ({first.name})"
+    if first.request is not None:
+        request = first.request
+        title += (
+            f" serving {request.method} {request.path} from {request.client}"
+            f" for {request.elapsed:.1f}s"
+        )
+    elif not first.frames:
+        title += " (no Python frame)"
+    lines = [title + ":"]
+    for frame in reversed(first.frames):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+        if frame.line:
+            lines.append(f"    {frame.line}")
+    return "\n".join(lines)
 
 
 TASKS_BLOCKED_NOTE = (
