@@ -553,11 +553,13 @@ class WorkerProcess:
         self._fail("hang")
 
     def _fail(self, reason: EndedBy) -> None:
-        """A worker poolwarden must take out of service: killed (a hang with
-        its stacks dumped first), or kept stopped when `orphan_worker` is on."""
+        """A worker poolwarden must take out of service: killed (a hang or a
+        start-up past its limit with its stacks dumped first, so the event
+        shows the line it was stuck on), or kept stopped when `orphan_worker`
+        is on."""
         if self.settings.orphan_worker:
             self.loop.create_task(self.orphan(reason))
-        elif reason == "hang":
+        elif reason == "hang" or reason == "startup_time_limit":
             self.abort(reason)
         else:
             self.kill(reason)
