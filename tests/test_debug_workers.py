@@ -155,3 +155,45 @@ def test_the_debug_socket_directory_is_private(start_serve: Any, tmp_path: Path)
     session = _cli(server, "debug", "connect", "web", stdin="continue\n")
     assert session.returncode == 0
     client.join(30)
+
+
+def test_a_wrapper_starts_the_next_worker_under_it_and_switches_itself_off(
+    start_serve: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "wrapper.argv"
+    script = tmp_path / "trace-it.sh"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{marker}"\nshift\n"$@"\nexit $?\n')
+    script.chmod(0o755)
+    server = start_serve(
+        one_pool_config(
+            "web",
+            "tests.apps.dump_apps:app",
+            'start_mode = "always_running"\n[pools.web.process_model]\n'
+            'startup_time_limit = "5s"\nping_interval = "200ms"\nping_response_time = "1s"\n',
+        )
+    )
+    [old] = server.wait_for_workers(1)
+    missing = _cli(server, "debug", "startup", "web", "--wrapper", "no-such-debugger --flag")
+    assert missing.returncode == 1
+    assert "'no-such-debugger' is not found on PATH" in missing.stderr
+    assert _status(server)["web"]["armed"] is None
+
+    armed = _cli(server, "debug", "startup", "web", "--wrapper", f"{script} --verbose")
+    assert armed.returncode == 0, armed.stderr
+    assert f"starts under `{script} --verbose`" in armed.stdout
+    assert "debug connect" not in armed.stdout  # no debug server without --adapter
+    wait_until(lambda: old not in server.worker_pids(), what="the old worker to be replaced")
+    [wrapper_pid] = server.worker_pids()
+    argv = marker.read_text().splitlines()
+    assert argv[0] == "--verbose"
+    assert argv[2:4] == ["-m", "poolwarden.worker"]
+    status, _, body = server.get("/")
+    assert status == 200
+    assert json.loads(body)["ppid"] == wrapper_pid  # the worker runs under the wrapper
+    pool = _status(server)["web"]
+    assert pool["armed"] is None  # one worker, then it switched itself off
+    [worker] = pool["workers"]
+    assert (worker["pid"], worker["adapter"]) == (wrapper_pid, "wrapper")
+    assert worker["wrapper"] == [str(script), "--verbose"]
+    shown = _cli(server, "debug", "status")
+    assert f"worker {wrapper_pid} (ready) started under `{script} --verbose`" in shown.stdout

@@ -4,6 +4,8 @@ Options `Debugger` value, and `windbg -p PID`)."""
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
 from typing import Any
 
@@ -32,13 +34,25 @@ def debug_group() -> None:
 
 @debug_group.command("startup", short_help="The pool's next worker waits for a debugger.")
 @click.argument("pool")
-@click.option("--adapter", type=click.Choice(["pdb", "debugpy"]), default="pdb", show_default=True)
+@click.option(
+    "--adapter",
+    type=click.Choice(["pdb", "debugpy"]),
+    help="The debug server the worker opens before it loads the app  [default: pdb, "
+    "none with --wrapper alone]",
+)
+@click.option(
+    "--wrapper",
+    metavar="COMMAND",
+    help='Start the worker under this command, e.g. "gdb -batch -ex run -ex bt --args" '
+    "(py-spy record, strace, valgrind); its output is captured like the worker's.",
+)
 @click.option("--keep", is_flag=True, help="Every next worker, until `debug off` (default: one).")
 @click.option("--start", is_flag=True, help="Start the pool first if it is disabled or stopped.")
 @server_options
 def startup_command(
     pool: str,
-    adapter: str,
+    adapter: str | None,
+    wrapper: str | None,
     keep: bool,
     start: bool,
     state_dir: str | None,
@@ -49,8 +63,13 @@ def startup_command(
     worker at once; an on-demand pool with the next request. While it waits
     or is debugged, its start-up time limit and pings are suspended and its
     failures do not count toward rapid-fail protection."""
+    words = _wrapper_words(wrapper)
+    if adapter is None and not words:
+        adapter = "pdb"
     client = connect(state_dir, config_file)
-    query = f"?adapter={adapter}&keep={int(keep)}&start={int(start)}"
+    query = f"?adapter={adapter or ''}&keep={int(keep)}&start={int(start)}"
+    if words:
+        query += f"&wrapper={_quote(shlex.join(words))}"
     try:
         body = client.post(f"/v1/pools/{_quote(pool)}/debug{query}")
     except ControlClientError as error:
@@ -60,11 +79,34 @@ def startup_command(
     if as_json:
         print_json(body)
         return
+    how = [f"starts under `{shlex.join(words)}`"] if words else []
+    if adapter:
+        how.append(f"waits for {adapter} before it loads the app")
     click.echo(
-        f"pool {pool!r}: the next worker waits for {adapter} before it loads the app"
+        f"pool {pool!r}: the next worker {' and '.join(how)}"
         + (" (every next worker, until `poolwarden debug off`)" if keep else "")
     )
-    click.echo(f"connect with: poolwarden debug connect {pool}")
+    if adapter:
+        click.echo(f"connect with: poolwarden debug connect {pool}")
+    else:
+        click.echo("its output goes to the server's log, prefixed with the pool and its pid")
+
+
+def _wrapper_words(wrapper: str | None) -> list[str]:
+    """The wrapper's command line, split as a shell would; a relative path
+    to its program is made absolute here, since the server's working
+    directory is not this one."""
+    if wrapper is None:
+        return []
+    try:
+        words = shlex.split(wrapper)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--wrapper") from None
+    if not words:
+        raise click.BadParameter("an empty command", param_hint="--wrapper")
+    if "/" in words[0]:
+        words[0] = os.path.abspath(os.path.expanduser(words[0]))
+    return words
 
 
 @debug_group.command("connect", short_help="Open the debug session of a pool or worker.")
@@ -137,16 +179,24 @@ def status_command(state_dir: str | None, config_file: str | None, as_json: bool
     for pool in body["pools"]:
         armed = pool["armed"]
         if armed:
+            what = [armed["adapter"]] if armed["adapter"] else []
+            if armed.get("wrapper"):
+                what.append(f"under `{shlex.join(armed['wrapper'])}`")
             lines.append(
-                f"{pool['pool']}: armed ({armed['adapter']}"
+                f"{pool['pool']}: armed ({', '.join(what)}"
                 + (", kept" if armed["keep"] else ", one worker")
                 + f") since {_clock(armed['since'])}"
             )
         for worker in pool["workers"]:
-            where = worker["address"] or "(not listening yet)"
+            if worker["adapter"] == "wrapper":
+                held = f"started under `{shlex.join(worker['wrapper'] or [])}`"
+            else:
+                held = (
+                    f"held by {worker['adapter']} at {worker['address'] or '(not listening yet)'}"
+                )
             lines.append(
-                f"{pool['pool']}: worker {worker['pid']} ({worker['state']}) held by "
-                f"{worker['adapter']} at {where} since {_clock(worker['since'])}"
+                f"{pool['pool']}: worker {worker['pid']} ({worker['state']}) {held} "
+                f"since {_clock(worker['since'])}"
             )
     click.echo("\n".join(lines) if lines else "no debugging armed, no worker debugged")
 

@@ -33,6 +33,7 @@ import asyncio
 import enum
 import logging
 import os
+import shlex
 import socket
 import struct
 import time
@@ -114,9 +115,20 @@ _ENDED_BY: dict[StopReason | None, EndedBy] = {
 
 @dataclass(frozen=True, slots=True)
 class DebugArm:
-    adapter: str
+    """What `poolwarden debug startup` armed: a debug server the next worker
+    opens before it loads the app, a command it starts under (IIS's Image
+    File Execution Options `Debugger`), or both."""
+
+    adapter: str | None
     keep: bool
     since: float
+    wrapper: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [f"under `{shlex.join(self.wrapper)}`"] if self.wrapper else []
+        if self.adapter:
+            parts.append(f"waiting for {self.adapter}")
+        return " and ".join(parts)
 
 
 @dataclass(slots=True)
@@ -501,19 +513,20 @@ class Pool:
         else:
             self.recycle_worker(worker, action.why, action.reason, _RECYCLE_EVENTS[action.reason])
 
-    def arm_debug(self, adapter: str, keep: bool) -> None:
+    def arm_debug(self, adapter: str | None, keep: bool, wrapper: tuple[str, ...] = ()) -> None:
         """`poolwarden debug startup`: the next worker waits for a debugger
-        before it loads the app. An always-running pool gets that worker now
-        (it replaces the oldest, with overlap); an on-demand pool when the
-        next request arrives."""
+        before it loads the app, or starts under `wrapper` (or both). An
+        always-running pool gets that worker now (it replaces the oldest, with
+        overlap); an on-demand pool when the next request arrives."""
         if self.state is PoolState.DISABLED:
             raise ValueError(
                 f"pool {self.name!r} is disabled by rapid-fail protection; "
                 "start it again with the debugger armed (--start)"
             )
-        self.debug_armed = DebugArm(adapter, keep, time.time())
-        self.last_event = f"debug startup armed ({adapter})"
-        log.info("pool %s: the next worker starts under %s", self.name, adapter)
+        armed = DebugArm(adapter, keep, time.time(), wrapper)
+        self.debug_armed = armed
+        self.last_event = f"debug startup armed ({armed.describe()})"
+        log.info("pool %s: the next worker starts %s", self.name, armed.describe())
         if self.settings.start_mode != "always_running" or self.state is not PoolState.STARTED:
             return
         serving = [w for w in self.serving_workers if w.state is WorkerState.READY]
@@ -533,12 +546,18 @@ class Pool:
             "pool": self.name,
             "armed": None
             if armed is None
-            else {"adapter": armed.adapter, "keep": armed.keep, "since": armed.since},
+            else {
+                "adapter": armed.adapter,
+                "keep": armed.keep,
+                "since": armed.since,
+                "wrapper": list(armed.wrapper) or None,
+            },
             "workers": [
                 {
                     "pid": worker.pid,
                     "python_pid": worker.python_pid,
                     "adapter": worker.debugging,
+                    "wrapper": list(worker.settings.launch_wrapper) or None,
                     "address": worker.debug_address,
                     "since": worker.debug_since,
                     "state": worker.state.value,
@@ -612,15 +631,18 @@ class Pool:
     def _spawn(self) -> None:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED, PoolState.DISABLED):
             return  # a failure reported by an earlier spawn stopped the pool
-        boot = self._boot
+        boot, settings = self._boot, self.settings
         armed = self.debug_armed
         if armed is not None:
-            boot = msgspec.structs.replace(boot, debug=armed.adapter)
+            if armed.adapter:
+                boot = msgspec.structs.replace(boot, debug=armed.adapter)
+            if armed.wrapper:
+                settings = msgspec.structs.replace(settings, launch_wrapper=armed.wrapper)
             if not armed.keep:
                 self.debug_armed = None  # one worker, then it switches itself off
         worker = WorkerProcess(
             self.loop,
-            self.settings,
+            settings,
             boot=boot,
             state_dir=self.server.state_dir,
             access_log_fd=self.access_log_fd,
@@ -633,6 +655,11 @@ class Pool:
             on_orphaned=self._worker_orphaned,
             on_loop_lag=self._loop_lagged,
         )
+        if armed is not None and armed.wrapper and not armed.adapter:
+            # A worker under a debugger's wrapper runs slowly or stops at
+            # breakpoints: no start-up limit, no pings, failures not counted.
+            worker.debugging = "wrapper"
+            worker.debug_since = time.time()
         try:
             worker.spawn()
         except OSError as error:

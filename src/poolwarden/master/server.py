@@ -27,6 +27,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -498,15 +499,26 @@ class Master:
             raise ValueError(f"unknown action {action!r}")
         return pool.status()
 
-    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+    def debug_startup(
+        self,
+        name: str,
+        adapter: str | None,
+        keep: bool,
+        start: bool,
+        wrapper: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
         pool = self.pools[name]
         if self.stopping:
             raise ValueError("the server is shutting down")
         if adapter == "debugpy" and importlib.util.find_spec("debugpy") is None:
             raise ValueError("debugpy is not installed: pip install debugpy (or use pdb)")
+        if wrapper:
+            search = pool.settings.env.get("PATH", os.environ.get("PATH", os.defpath))
+            if shutil.which(wrapper[0], path=search) is None:
+                raise ValueError(f"the wrapper's program {wrapper[0]!r} is not found on PATH")
         if start and pool.state.value in ("disabled", "stopped"):
             pool.resume()
-        pool.arm_debug(adapter, keep)
+        pool.arm_debug(adapter, keep, wrapper)
         return pool.debug_status()
 
     def debug_off(self, name: str) -> dict[str, Any]:
@@ -669,8 +681,15 @@ class ControlAdapter:
     async def pool_action(self, name: str, action: str) -> dict[str, Any]:
         return await self._master.pool_action(name, action)
 
-    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
-        return self._master.debug_startup(name, adapter, keep, start)
+    def debug_startup(
+        self,
+        name: str,
+        adapter: str | None,
+        keep: bool,
+        start: bool,
+        wrapper: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        return self._master.debug_startup(name, adapter, keep, start, wrapper)
 
     def debug_off(self, name: str) -> dict[str, Any]:
         return self._master.debug_off(name)
