@@ -46,6 +46,8 @@ from poolwarden.master.control import (
     socket_path,
     start_control_server,
 )
+from poolwarden.master.health import PoolFacts, judge
+from poolwarden.master.pool import PoolState
 
 REPO = Path(__file__).resolve().parent.parent
 OPENAPI = json.loads((REPO / "docs" / "openapi.json").read_text())
@@ -178,15 +180,18 @@ class FakeTarget:
         }
 
     def health(self) -> dict[str, Any]:
+        """The master's own judgement (`master.health.judge`) over the fake pools."""
         self._maybe_fail("health")
-        states = {name: pool["state"] for name, pool in self.pool_table.items()}
-        if self.draining:
-            status = "draining"
-        elif any(state in ("disabled", "startup_failed") for state in states.values()):
-            status = "degraded"
-        else:
-            status = "ok"
-        return {"status": status, "pools": states}
+        facts = {
+            name: PoolFacts(
+                PoolState(pool["state"]),
+                pool["state"],
+                "pool_disabled" if pool["state"] == "disabled" else "",
+                7 if pool["state"] == "disabled" else None,
+            )
+            for name, pool in self.pool_table.items()
+        }
+        return judge(facts, draining=self.draining).control_body()
 
     def pools(self) -> list[dict[str, Any]]:
         self._maybe_fail("pools")
@@ -526,9 +531,13 @@ def test_health_is_a_readiness_probe(running: Running) -> None:
     response = call(running, "GET", "/v1/health")
     assert (response.status, response.body["status"]) == (503, "degraded")
     assert response.body["pools"] == {"web": "started", "api": "disabled"}
+    assert response.body["not_ready"] == {
+        "api": {"state": "disabled", "reason": "pool_disabled", "event": 7}
+    }
     running.target.pool_table["api"] = pool_dict("api")
     response = call(running, "GET", "/v1/health")
     assert (response.status, response.body["status"]) == (200, "ok")
+    assert response.body["not_ready"] == {}
     running.target.draining = True
     response = call(running, "GET", "/v1/health")
     assert (response.status, response.body["status"]) == (503, "draining")

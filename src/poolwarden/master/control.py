@@ -99,8 +99,9 @@ class ControlTarget(Protocol):
         ...
 
     def health(self) -> dict[str, Any]:
-        """{"status": "ok"|"degraded"|"draining", "pools": {name: state}}; degraded
-        when any pool is disabled or stopped by failure."""
+        """{"status": "ok"|"degraded"|"draining", "pools": {name: state},
+        "not_ready": {name: {"state", "reason", "event"}}}; degraded when any
+        pool is disabled or stopped by failure (`master.health.judge`)."""
         ...
 
     def pools(self) -> list[dict[str, Any]]:

@@ -52,8 +52,9 @@ from poolwarden.master.control import (
     start_control_server,
 )
 from poolwarden.master.event_log import PRUNE_EVERY, EventLog
-from poolwarden.master.frontend import FrontEnd, Route
+from poolwarden.master.frontend import FrontEnd, HealthPath, Route
 from poolwarden.master.frontend_log import FrontEndLog
+from poolwarden.master.health import Readiness, facts_of, judge
 from poolwarden.master.pool import Pool, PoolState, StopReason
 from poolwarden.master.worker_process import WorkerProcess
 from poolwarden.routing import RoutingTable
@@ -167,7 +168,12 @@ class Master:
         for settings in self.pool_settings:
             self.pools[settings.name] = self._new_pool(settings)
         self.frontend = FrontEnd(
-            loop, self.listeners, self.server.head_limits, self._route, self.frontend_log
+            loop,
+            self.listeners,
+            self.server.head_limits,
+            self._route,
+            self.frontend_log,
+            self._health_path(self.server.health_path),
         )
         try:
             control = await self._start_control(loop)
@@ -353,6 +359,10 @@ class Master:
             return None
         return Route(target.dispatch, match.script_name, match.site.name)
 
+    def _health_path(self, path: str | None) -> HealthPath | None:
+        """What the front end answers `server.health_path` with (None: not set)."""
+        return None if path is None else HealthPath(path, self.readiness)
+
     # reload
 
     async def _reload_from_signal(self) -> None:
@@ -406,6 +416,9 @@ class Master:
             pool.set_routes(routes)
         self._close_old_listeners(new_server.binds)
         self.frontend.limits = new_server.head_limits
+        if new_server.health_path != self.config.server.health_path:
+            self.frontend.health = self._health_path(new_server.health_path)
+            log.info("health path: %s", new_server.health_path or "none")
         self.config = new
         result = {
             "added": diff.added,
@@ -466,18 +479,13 @@ class Master:
             "draining": self.stopping,
         }
 
+    def readiness(self) -> Readiness:
+        """The one judgement behind `GET /v1/health` and the health path."""
+        facts = {name: facts_of(pool) for name, pool in self.pools.items()}
+        return judge(facts, draining=self.stopping)
+
     def health(self) -> dict[str, Any]:
-        pools = {name: pool.status()["state"] for name, pool in self.pools.items()}
-        if self.stopping:
-            status = "draining"
-        elif any(
-            pool.state in (PoolState.STARTUP_FAILED, PoolState.DISABLED)
-            for pool in self.pools.values()
-        ):
-            status = "degraded"
-        else:
-            status = "ok"
-        return {"status": status, "pools": pools}
+        return self.readiness().control_body()
 
     def pools_status(self) -> list[dict[str, Any]]:
         return [pool.status() for pool in self.pools.values()]
