@@ -30,7 +30,6 @@ fails; if a replacement cannot start, the old workers keep serving.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import shlex
@@ -45,13 +44,9 @@ from datetime import datetime
 import msgspec
 
 from poolwarden import channel as ch
-from poolwarden.activation.rapid_fail import (
-    FailureWindow,
-    RapidFailPolicy,
-    record_failure,
-    restart_delay,
-    standing,
-)
+from poolwarden.activation import pool_policy as policy
+from poolwarden.activation.pool_policy import PoolConfig, PoolMachine, PoolState, StopReason
+from poolwarden.activation.rapid_fail import FailureWindow, RapidFailPolicy, standing
 from poolwarden.activation.recycling import Action, Limits, WorkerFacts, decide, last_scheduled
 from poolwarden.events import catalog
 from poolwarden.events.classify import EndedBy, classify
@@ -78,24 +73,6 @@ QUEUE_RECHECK = 0.005
 """Seconds between looks at a busy pool's workers while connections wait."""
 
 
-class PoolState(enum.Enum):
-    STARTED = "started"
-    STARTUP_FAILED = "startup_failed"
-    DISABLED = "disabled"
-    """Rapid-fail protection stopped it: 503 pool_disabled until started again."""
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class StopReason(enum.Enum):
-    ADMINISTRATOR = "administrator"
-    """`poolwarden pool stop`: requests get 503 pool_stopped."""
-    SHUTDOWN = "shutdown"
-    """The server is stopping: requests get 503 shutting_down."""
-    REMOVED = "removed"
-    """A reload removed the pool."""
-
-
 _RECYCLE_EVENTS = {
     "requests": catalog.RECYCLE_REQUESTS,
     "time": catalog.RECYCLE_TIME,
@@ -104,13 +81,26 @@ _RECYCLE_EVENTS = {
     "schedule": catalog.RECYCLE_SCHEDULE,
 }
 
-_ENDED_BY: dict[StopReason | None, EndedBy] = {
-    StopReason.ADMINISTRATOR: "administrator",
-    StopReason.SHUTDOWN: "shutdown",
-    StopReason.REMOVED: "drain",
-    None: "shutdown",
-}
-"""What a worker's end event says poolwarden ended it for, by why the pool stops."""
+__all__ = ["Pool", "PoolState", "StopReason", "Waiting"]
+
+
+def policy_config(settings: PoolSettings) -> PoolConfig:
+    """The settings the pool's policy (`activation.pool_policy`) decides by."""
+    return PoolConfig(
+        processes=settings.processes,
+        always_running=settings.start_mode == "always_running",
+        overlapping=settings.recycle_overlapping,
+        auto_start=settings.auto_start,
+        queue_length=settings.queue_length,
+        auto_restart_after=settings.auto_restart_after,
+        rapid_fail=RapidFailPolicy(
+            enabled=settings.rapid_fail_enabled,
+            max_crashes=settings.rapid_fail_max_crashes,
+            interval=settings.rapid_fail_interval,
+        ),
+        auto_shutdown_command=bool(settings.auto_shutdown_command),
+        orphan_action_command=bool(settings.orphan_action_command),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +147,8 @@ class Pool:
         events: EventLog | None = None,
     ) -> None:
         self.loop = loop
+        self.machine = PoolMachine(policy_config(settings))
+        """The pool's lifecycle policy: this class performs what it decides."""
         self.settings = settings
         self.server = server
         self.access_log_fd = access_log_fd
@@ -166,27 +158,22 @@ class Pool:
         self.on_hand_back = on_hand_back
         self.routes = routes
         self.events = events or EventLog(None)
-        self.state = PoolState.STARTED
-        self.stop_reason: StopReason | None = None
         self.workers: list[WorkerProcess] = []
         self.orphans: list[WorkerProcess] = []
+        """Failed workers kept stopped for inspection (`orphan_worker`)."""
         self.debug_armed: DebugArm | None = None
         """`poolwarden debug startup`: the next worker starts under a debugger."""
-        """Failed workers kept stopped for inspection (`orphan_worker`)."""
         self.queue: deque[Waiting] = deque()
         self.dispatched = 0
-        self.consecutive_failures = 0
         self._turn = 0
         self.last_failure: ch.StartupFailure | None = None
         self.last_failure_seq: int | None = None
-        self.failures = FailureWindow()
-        self.disabled_seq: int | None = None
-        self._auto_restart: asyncio.TimerHandle | None = None
-        """The 5002 event that disabled the pool, named in its 503s."""
         """The event of the last start-up failure, named in 503 startup_failed."""
+        self.disabled_seq: int | None = None
+        """The 5002 event that disabled the pool, named in its 503s."""
+        self._auto_restart: asyncio.TimerHandle | None = None
         self._respawn_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._recycling = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self.requests_served_by_gone_workers = 0
         self.last_event: str | None = None
@@ -225,6 +212,33 @@ class Pool:
         return self.settings.name
 
     @property
+    def settings(self) -> PoolSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: PoolSettings) -> None:
+        """New settings apply to the next decisions and the next workers."""
+        self._settings = settings
+        self.machine.config = policy_config(settings)
+
+    @property
+    def state(self) -> PoolState:
+        return self.machine.state
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.machine.stop_reason
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.machine.consecutive_failures
+
+    @property
+    def failures(self) -> FailureWindow:
+        """Rapid-fail protection's window."""
+        return self.machine.failures
+
+    @property
     def serving_workers(self) -> list[WorkerProcess]:
         """Workers that count as capacity: not exited, not being replaced."""
         return [
@@ -235,34 +249,21 @@ class Pool:
 
     def start(self) -> None:
         """Start the pool: an always-running pool starts its workers now."""
-        if not self.settings.auto_start and self.stop_reason is None and not self.workers:
-            # Configured not to start with the server: stopped until asked.
-            self.state = PoolState.STOPPED
-            self.stop_reason = StopReason.ADMINISTRATOR
-            return
-        self._start_workers()
-
-    def _start_workers(self) -> None:
-        if self.settings.start_mode == "always_running":
-            for _ in range(self.settings.processes - len(self.serving_workers)):
-                self._spawn()
+        self._apply(self.machine.handle(policy.Start()))
 
     def resume(self) -> None:
         """`poolwarden pool start`: serve again after a stop, or after rapid-fail
         protection disabled the pool (its failure window starts afresh)."""
         if self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
             return
-        self.failures = FailureWindow()
         self.disabled_seq = None
-        self.reap_orphans()  # started again: what was kept for inspection goes
         if self._auto_restart is not None:
             self._auto_restart.cancel()
             self._auto_restart = None
-        if self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
-            raise ValueError(f"pool {self.name!r} is shutting down")
-        self.state = PoolState.STARTED
-        self.stop_reason = None
-        self.consecutive_failures = 0
+        try:
+            actions = self.machine.handle(policy.Resume())
+        except policy.IllegalTransition:
+            raise ValueError(f"pool {self.name!r} is shutting down") from None
         if self._kill_timer:
             self._kill_timer.cancel()
             self._kill_timer = None
@@ -273,7 +274,7 @@ class Pool:
             f"pool {self.name!r} was started by an administrator",
             pool=self.name,
         )
-        self._start_workers()
+        self._apply(actions)
 
     def stop(self) -> None:
         """`poolwarden pool stop`: drain the workers; requests get 503 pool_stopped."""
@@ -296,9 +297,12 @@ class Pool:
     ) -> None:
         """Replace every worker with overlap: new ones first, old ones drained
         as each replacement becomes Ready."""
-        if self.state is not PoolState.STARTED:
-            raise ValueError(f"pool {self.name!r} is {self.state.value}, not started")
-        old = self.serving_workers
+        try:
+            actions = self.machine.handle(policy.RecycleRequested())
+        except policy.IllegalTransition:
+            raise ValueError(f"pool {self.name!r} is {self.state.value}, not started") from None
+        retired = {action.id for action in actions if isinstance(action, policy.Retire)}
+        old = [worker for worker in self.workers if worker.pid in retired]
         self.last_event = f"recycled ({reason})"
         log.info("pool %s: recycling %d worker(s): %s", self.name, len(old), reason)
         for worker in old if kind in self.settings.log_event_on_recycle else ():
@@ -309,22 +313,16 @@ class Pool:
                 pid=worker.pid,
                 details={"reason": reason},
             )
-        if not old:
-            return
-        self._recycling = True
-        for worker in old:
-            worker.retiring = True
-        if not self.settings.recycle_overlapping:
-            # Stop first, then start: one old worker drains, and its
-            # replacement starts when it has exited (`_worker_exited`).
-            old[0].drain("recycle")
-            return
-        for _ in old:
-            self._spawn()
+        self._apply(actions)
 
     def recycle_worker(self, worker: WorkerProcess, reason: str, kind: str, event_id: int) -> None:
         """Replace one worker with overlap (a limit it reached): its
         replacement starts first, and it drains once the replacement is Ready."""
+        self._note_recycle(worker, reason, kind, event_id)
+        self._apply(self.machine.handle(policy.RecycleRequested((worker.pid,))))
+
+    def _note_recycle(self, worker: WorkerProcess, reason: str, kind: str, event_id: int) -> None:
+        """Log one worker's recycle, and write its event if the pool logs that kind."""
         log.info("pool %s: recycling worker %d: %s", self.name, worker.pid, reason)
         self.last_event = f"worker {worker.pid} recycled ({kind})"
         if kind in self.settings.log_event_on_recycle:
@@ -335,12 +333,6 @@ class Pool:
                 pid=worker.pid,
                 details={"reason": kind, "why": reason},
             )
-        self._recycling = True
-        worker.retiring = True
-        if self.settings.recycle_overlapping:
-            self._spawn()
-        else:
-            worker.drain("recycle")  # its replacement starts once it has exited
 
     def check_workers(self, now: float) -> None:
         """The periodic look at every worker: what `activation.recycling.decide`
@@ -379,7 +371,7 @@ class Pool:
             idle_timeout=settings.idle_timeout if settings.start_mode == "on_demand" else 0.0,
             scheduled_at=scheduled.timestamp() if scheduled is not None else 0.0,
         )
-        for action in decide(facts, limits, recycling=self._recycling):
+        for action in decide(facts, limits, recycling=self.machine.recycling):
             self._perform(by_pid[action.pid], action)
         if settings.request_timeout > 0:
             for worker in by_pid.values():
@@ -393,14 +385,12 @@ class Pool:
         limit = self.settings.startup_time_limit
         if not self.queue or limit <= 0 or now - self.queue[0].since <= limit:
             return
-        if any(w.debugging and w.state is WorkerState.STARTING for w in self.workers):
-            return  # a debugger holds the start: requests wait up to the queue bound
-        if any(worker.state is WorkerState.READY for worker in self.workers):
-            reason = "queue_timeout"
-        elif self.consecutive_failures:
-            reason = "startup_failed"
-        else:
-            reason = "startup_timeout"
+        expired = self.machine.handle(policy.QueueWaitExpired())
+        if not expired:
+            return  # a debugger holds a start: requests wait up to the queue bound
+        (refuse,) = expired
+        assert isinstance(refuse, policy.RefuseExpired)
+        reason = refuse.reason
         while self.queue and now - self.queue[0].since > limit:
             waiting = self.queue.popleft()
             self._refuse(waiting.sock, waiting.message, reason)
@@ -509,7 +499,7 @@ class Pool:
                 details={"idle_timeout": self.settings.idle_timeout},
             )
             self.last_event = f"worker {worker.pid} shut down (idle)"
-            worker.drain("idle")
+            self._apply(self.machine.handle(policy.IdleTimeout(worker.pid)))
         else:
             self.recycle_worker(worker, action.why, action.reason, _RECYCLE_EVENTS[action.reason])
 
@@ -518,24 +508,24 @@ class Pool:
         before it loads the app, or starts under `wrapper` (or both). An
         always-running pool gets that worker now (it replaces the oldest, with
         overlap); an on-demand pool when the next request arrives."""
-        if self.state is PoolState.DISABLED:
+        try:
+            actions = self.machine.handle(policy.DebugArmed())
+        except policy.IllegalTransition:
             raise ValueError(
                 f"pool {self.name!r} is disabled by rapid-fail protection; "
                 "start it again with the debugger armed (--start)"
-            )
+            ) from None
         armed = DebugArm(adapter, keep, time.time(), wrapper)
         self.debug_armed = armed
         self.last_event = f"debug startup armed ({armed.describe()})"
         log.info("pool %s: the next worker starts %s", self.name, armed.describe())
-        if self.settings.start_mode != "always_running" or self.state is not PoolState.STARTED:
-            return
-        serving = [w for w in self.serving_workers if w.state is WorkerState.READY]
-        if serving and not self._recycling:
-            self.recycle_worker(
-                serving[0], "debug startup", "on_demand", catalog.RECYCLE_ADMINISTRATOR
-            )
-        elif not any(w.state is WorkerState.STARTING for w in self.workers):
-            self._spawn()
+        for action in actions:
+            replaced = self._worker(action.id) if isinstance(action, policy.Retire) else None
+            if replaced is not None:
+                self._note_recycle(
+                    replaced, "debug startup", "on_demand", catalog.RECYCLE_ADMINISTRATOR
+                )
+        self._apply(actions)
 
     def disarm_debug(self) -> None:
         self.debug_armed = None
@@ -578,10 +568,8 @@ class Pool:
             )
         elif self.state is PoolState.STARTUP_FAILED:
             # The new settings may be the fix: try again now.
-            self.consecutive_failures = 0
-            self.state = PoolState.STARTED
             self.last_event = "configuration changed"
-            self._start_workers()
+            self._apply(self.machine.handle(policy.SettingsChanged()))
 
     def set_routes(self, routes: list[dict[str, object]] | None) -> None:
         """A reload changed the routing table: workers route by the new one."""
@@ -629,7 +617,7 @@ class Pool:
         }
 
     def _spawn(self) -> None:
-        if self.state in (PoolState.STOPPING, PoolState.STOPPED, PoolState.DISABLED):
+        if not self.machine.may_spawn:
             return  # a failure reported by an earlier spawn stopped the pool
         boot, settings = self._boot, self.settings
         armed = self.debug_armed
@@ -654,6 +642,7 @@ class Pool:
             on_thread_failed=self._thread_failed,
             on_orphaned=self._worker_orphaned,
             on_loop_lag=self._loop_lagged,
+            on_debugged=self._worker_debugged,
         )
         if armed is not None and armed.wrapper and not armed.adapter:
             # A worker under a debugger's wrapper runs slowly or stops at
@@ -667,6 +656,7 @@ class Pool:
             self._spawn_failed(error)
             return
         self.workers.append(worker)
+        self.machine.handle(policy.WorkerSpawned(worker.pid, debugged=bool(worker.debugging)))
         log.debug("pool %s: started worker %d", self.name, worker.pid)
         self.events.emit(
             catalog.WORKER_STARTED,
@@ -680,9 +670,7 @@ class Pool:
         """No process could be started (a wrong interpreter or working
         directory, no memory, no pids): a start-up failure, with the same
         back-off, rather than a retry at once and forever."""
-        self.consecutive_failures += 1
-        verdict = record_failure(self.failures, self.rapid_fail, time.monotonic())
-        self.failures = verdict.window
+        actions = self.machine.handle(policy.SpawnFailed(time.monotonic(), len(self.queue)))
         seq = self.events.emit(
             catalog.WORKER_CREATE_FAILED,
             f"pool {self.name!r}: a worker process could not be created: {error}",
@@ -690,26 +678,21 @@ class Pool:
             details={"python": self.settings.python, "error": str(error)},
             fingerprint=f"5022:{type(error).__name__}:{self.settings.python}",
         )
-        if verdict.disable:
-            self._disable(verdict.count, f"cannot start a worker process: {error}", {}, seq)
-            return
-        failure = ch.StartupFailure(
-            phase="spawn",
-            app=self.settings.app,
-            exception_type=type(error).__name__,
-            message=f"cannot start a worker process: {error}",
-        )
-        self.last_failure = failure
-        if not any(w.state is WorkerState.READY for w in self.workers):
-            self.state = PoolState.STARTUP_FAILED
-            self._refuse_queue("startup_failed")
-        self.on_startup_failure(self, failure)
-        self._schedule_respawn()
+        message = f"cannot start a worker process: {error}"
+        if not any(isinstance(action, policy.Disable) for action in actions):
+            self.last_failure = ch.StartupFailure(
+                phase="spawn",
+                app=self.settings.app,
+                exception_type=type(error).__name__,
+                message=message,
+            )
+        self._apply(actions, evidence=(message, {}, seq))
 
     # dispatch
 
     def dispatch(self, sock: socket.socket, message: ch.Dispatch) -> None:
         state = self.state
+        all_busy = False
         if (state is PoolState.STARTED or state is PoolState.STARTUP_FAILED) and not self.queue:
             worker = self._least_busy()
             if worker is not None and not self._at_capacity(worker):
@@ -720,58 +703,26 @@ class Pool:
                 return
             if worker is not None:
                 self._grow_if_busy()
-                state = PoolState.STARTED  # all busy: it waits in the queue
-        if state is PoolState.DISABLED:
-            self._refuse(sock, message, "pool_disabled")
-        elif state is PoolState.STARTUP_FAILED:
-            self._refuse(sock, message, self._failure_reason())
-        elif state is not PoolState.STARTED:
-            self._refuse(sock, message, self._stopped_reason())
-        elif len(self.queue) >= self.settings.queue_length:
-            self._refuse(sock, message, "queue_full")
-        else:
-            self.queue.append(Waiting(sock, message, time.monotonic()))
-            if self._flush_timer is None and self._least_busy() is not None:
-                self._flush_timer = self.loop.call_later(QUEUE_RECHECK, self._flush_queue)
-            serving = self.serving_workers
-            starting = any(worker.state is WorkerState.STARTING for worker in serving)
-            if (
-                not starting
-                and len(serving) < self.settings.processes
-                and not self._stopping_first()
-            ):
-                self._spawn()  # on demand: the first request starts a worker
-
-    def _stopping_first(self) -> bool:
-        """A recycle without overlap is waiting for an old worker to exit
-        before it starts the replacement; nothing else starts meanwhile."""
-        return not self.settings.recycle_overlapping and any(
-            worker.retiring and worker.state is WorkerState.DRAINING for worker in self.workers
-        )
+                all_busy = True  # it waits in the queue
+        for action in self.machine.handle(policy.RequestArrived(len(self.queue), all_busy)):
+            if isinstance(action, policy.Refuse):
+                self._refuse(sock, message, action.reason)
+            elif isinstance(action, policy.Enqueue):
+                self.queue.append(Waiting(sock, message, time.monotonic()))
+                if self._flush_timer is None and self._least_busy() is not None:
+                    self._flush_timer = self.loop.call_later(QUEUE_RECHECK, self._flush_queue)
+            else:
+                self._apply([action])  # on demand: the first request starts a worker
 
     def _grow_if_busy(self) -> None:
         """A web garden grows on demand: another worker when every worker has
         as many requests in flight as it has threads."""
-        serving = self.serving_workers
-        if len(serving) >= self.settings.processes:
-            return
-        if any(worker.state is WorkerState.STARTING for worker in serving):
+        if not self.machine.may_grow:
             return
         capacity = self.settings.threads
-        if all(worker.busy_count() >= capacity for worker in serving):
+        if all(worker.busy_count() >= capacity for worker in self.serving_workers):
             log.info("pool %s: every worker is busy; starting another", self.name)
-            self._spawn()
-
-    def _failure_reason(self) -> str:
-        failure = self.last_failure
-        if failure is not None and failure.phase == "startup_timeout":
-            return "startup_timeout"
-        return "startup_failed"
-
-    def _stopped_reason(self) -> str:
-        if self.stop_reason is StopReason.ADMINISTRATOR:
-            return "pool_stopped"
-        return "shutting_down"
+            self._apply(self.machine.handle(policy.AllBusy()))
 
     def _least_busy(self) -> WorkerProcess | None:
         """The Ready worker with the fewest connections.
@@ -892,7 +843,6 @@ class Pool:
             worker.interface,
             self.settings.app,
         )
-        self.consecutive_failures = 0
         self.events.emit(
             catalog.WORKER_READY,
             f"worker {worker.pid} of pool {self.name!r} is ready ({worker.interface})",
@@ -900,41 +850,45 @@ class Pool:
             pid=worker.pid,
             details={"interface": worker.interface, "startup_seconds": worker.startup_seconds},
         )
-        if self.state is PoolState.STARTUP_FAILED:
-            self.state = PoolState.STARTED
-        if not worker.retiring:
-            self._retire_one()
+        for action in self.machine.handle(policy.WorkerReady(worker.pid)):
+            if isinstance(action, policy.Drain):  # the oldest worker it replaces
+                log.info("pool %s: worker %d replaced; draining it", self.name, action.id)
+            self._apply([action])
         self._flush_queue()
 
-    def _retire_one(self) -> None:
-        """A replacement is Ready: drain the oldest worker it replaces."""
-        for old in self.workers:
-            if old.retiring and old.state is WorkerState.READY:
-                log.info("pool %s: worker %d replaced; draining it", self.name, old.pid)
-                old.drain("recycle")
-                break
-        if not any(w.retiring and w.state is not WorkerState.EXITED for w in self.workers):
-            self._recycling = False
+    def _worker_debugged(self, worker: WorkerProcess) -> None:
+        """A debugger holds the worker: from now on its failures are not the app's."""
+        self.machine.handle(policy.WorkerDebugged(worker.pid))
 
     def _worker_startup_failed(self, worker: WorkerProcess, failure: ch.StartupFailure) -> None:
         self.last_failure = failure
+        self.machine.handle(policy.StartupFailureReported(failure.phase == "startup_timeout"))
         log.error("pool %s: worker %d: %s", self.name, worker.pid, failure.headline())
         self.on_startup_failure(self, failure)
 
     def _worker_exited(self, worker: WorkerProcess) -> None:
         if worker in self.orphans:
             self.orphans.remove(worker)
+            self.machine.handle(policy.WorkerExited(worker.pid))  # forgotten: no news
             return  # out of service since it was orphaned
         if worker in self.workers:
             self.workers.remove(worker)
             self.requests_served_by_gone_workers += worker.served_at_exit
-        if self.state is PoolState.DISABLED:
+        state = self.state
+        actions = self.machine.handle(
+            policy.WorkerExited(
+                worker.pid,
+                reported_startup_failure=worker.startup_failure is not None,
+                timed_out=worker.timed_out,
+                killed_by_master=worker.killed_by_master,
+                queued=len(self.queue),
+            )
+        )
+        if state is PoolState.DISABLED:
             return  # rapid-fail protection: nothing more is started
-        stopping = self.state in (PoolState.STOPPING, PoolState.STOPPED)
-        if worker.startup_failure is not None:
-            pass  # logged when it arrived
-        elif worker.timed_out:
-            self._timed_out(worker)
+        stopping = state in (PoolState.STOPPING, PoolState.STOPPED)
+        if worker.startup_failure is not None or worker.timed_out:
+            pass  # logged when it arrived, or reported by the actions
         elif stopping or worker.killed_by_master or worker.retiring or worker.ended_by:
             log.debug("pool %s: worker %d %s", self.name, worker.pid, worker.exit_text)
         else:
@@ -945,43 +899,11 @@ class Pool:
                 worker.exit_text,
                 f"; last output: {worker.tail[-1]}" if worker.tail else "",
             )
-        if stopping:
-            if not self.workers:
-                self._stopped()
-            return
-        if worker.retiring:
-            if not self.settings.recycle_overlapping and self.state is PoolState.STARTED:
-                self._spawn()  # stop first, then start
-            elif not any(w.retiring and w.returncode is None for w in self.workers):
-                self._recycling = False
-            return  # replaced: its successor is already there
-        if not worker.ever_ready:
-            if not worker.debugging:
-                self.consecutive_failures += 1
-            if self._recycling:
-                self._abort_recycle(worker)
-            elif not any(w.state is WorkerState.READY for w in self.workers):
-                self.state = PoolState.STARTUP_FAILED
-                self._refuse_queue(self._failure_reason())
-            if (
-                worker.startup_failure is None
-                and not worker.killed_by_master
-                and not self._recycling
-            ):
-                # Last: failing fast stops the pool.
-                self._died_before_ready(worker)
-        if self._recycling:
-            return
-        self._schedule_respawn()
+        self._apply(actions, worker=worker)
 
     @property
     def rapid_fail(self) -> RapidFailPolicy:
-        settings = self.settings
-        return RapidFailPolicy(
-            enabled=settings.rapid_fail_enabled,
-            max_crashes=settings.rapid_fail_max_crashes,
-            interval=settings.rapid_fail_interval,
-        )
+        return self.machine.config.rapid_fail
 
     def _disable(
         self, count: int, last_message: str, last_details: dict[str, object], last_seq: int | None
@@ -997,10 +919,6 @@ class Pool:
             where,
             self.name,
         )
-        self.state = PoolState.DISABLED
-        if self._respawn_timer:
-            self._respawn_timer.cancel()
-            self._respawn_timer = None
         self.disabled_seq = self.events.emit(
             catalog.POOL_DISABLED_RAPID_FAIL,
             f"pool {self.name!r} disabled by rapid-fail protection after {count} failures "
@@ -1017,15 +935,6 @@ class Pool:
             fingerprint=f"5002 {self.name}",
         )
         self.last_event = f"{catalog.POOL_DISABLED_RAPID_FAIL} #{self.disabled_seq}"
-        if self.settings.auto_restart_after > 0:
-            self._auto_restart = self.loop.call_later(
-                self.settings.auto_restart_after, self._restart_by_itself
-            )
-        if self.settings.auto_shutdown_command:
-            self.loop.create_task(self._run_auto_shutdown_command(self.disabled_seq))
-        self._refuse_queue("pool_disabled")
-        for worker in list(self.workers):
-            worker.drain("drain")
 
     async def _run_auto_shutdown_command(self, disabled_seq: int | None) -> None:
         """IIS's autoShutdownExe: page someone, take the host out of a
@@ -1067,19 +976,20 @@ class Pool:
         """Classify the end of a reaped worker and write its event; the event's
         sequence number goes in the 502s of the requests it left unanswered."""
         classification = classify(worker.evidence())
-        verdict = None
-        if classification.counts_as_failure and not worker.debugging:
-            verdict = record_failure(self.failures, self.rapid_fail, time.monotonic())
-            self.failures = verdict.window
-            where = standing(verdict.count, self.rapid_fail)
+        actions = self.machine.handle(
+            policy.WorkerEnded(worker.pid, classification.counts_as_failure, time.monotonic())
+        )
+        for counted in actions:
+            if not isinstance(counted, policy.FailureCounted):
+                continue  # a debugged worker's or an orphan's end never counts
+            where = standing(counted.count, self.rapid_fail)
             classification = msgspec.structs.replace(
                 classification,
                 message=f"{classification.message}; {where}",
                 details={**classification.details, "rapid_fail": where},
             )
         seq = self.events.worker_ended(classification)
-        if verdict is not None and verdict.disable:
-            self._disable(verdict.count, classification.message, classification.details, seq)
+        self._apply(actions, evidence=(classification.message, classification.details, seq))
         if seq is not None:
             self.last_event = f"{classification.event_id} #{seq}"
             if not worker.ever_ready:
@@ -1088,14 +998,21 @@ class Pool:
 
     def _worker_orphaned(self, worker: WorkerProcess, reason: EndedBy, stacks: str) -> int | None:
         """A failed worker kept stopped: out of service at once, counted as a
-        failure, replaced, and handed to `orphan_action_command`."""
+        failure (unless a debugger held it), replaced, and handed to
+        `orphan_action_command`: as `self.machine` decides."""
         if worker in self.workers:
             self.workers.remove(worker)
             self.requests_served_by_gone_workers += worker.scoreboard.served()
         self.orphans.append(worker)
-        verdict = record_failure(self.failures, self.rapid_fail, time.monotonic())
-        self.failures = verdict.window
-        where = standing(verdict.count, self.rapid_fail)
+        actions = self.machine.handle(
+            policy.WorkerOrphaned(worker.pid, time.monotonic(), len(self.queue))
+        )
+        counted = next((a for a in actions if isinstance(a, policy.FailureCounted)), None)
+        where = (
+            standing(counted.count, self.rapid_fail)
+            if counted is not None
+            else "not counted: a debugger held it"
+        )
         why = {
             "hang": "did not answer a ping in time",
             "startup_time_limit": "was not ready within the start-up time limit",
@@ -1114,14 +1031,7 @@ class Pool:
             fingerprint=f"2027 {self.name} {reason}",
         )
         self.last_event = f"{catalog.WORKER_ORPHANED} #{seq}" if seq is not None else None
-        if self.settings.orphan_action_command:
-            self.loop.create_task(self._run_orphan_action(worker, seq))
-        if verdict.disable:
-            self._disable(verdict.count, message, {"reason": reason}, seq)
-        elif self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
-            if not worker.ever_ready:
-                self.consecutive_failures += 1
-            self._schedule_respawn()
+        self._apply(actions, worker=worker, evidence=(message, {"reason": reason}, seq))
         return seq
 
     async def _run_orphan_action(self, worker: WorkerProcess, seq: int | None) -> None:
@@ -1228,17 +1138,8 @@ class Pool:
         self.last_failure = failure
         self.on_startup_failure(self, failure)
 
-    def _abort_recycle(self, failed: WorkerProcess) -> None:
+    def _recycle_aborted(self, failed: WorkerProcess, kept: int) -> None:
         """A replacement failed to start: the old workers keep serving."""
-        self._recycling = False
-        kept = 0
-        for worker in self.workers:
-            if worker.retiring and worker.state is WorkerState.READY:
-                worker.retiring = False
-                kept += 1
-        for worker in self.workers:
-            if worker.retiring is False and worker is not failed and not worker.ever_ready:
-                worker.kill("recycle")  # the other replacements would fail alike
         reason = failed.startup_failure.headline() if failed.startup_failure else failed.exit_text
         self.last_event = f"recycle aborted: a replacement failed to start ({reason})"
         self.events.emit(
@@ -1267,76 +1168,101 @@ class Pool:
         self.last_failure = failure
         self.on_startup_failure(self, failure)
 
-    def _schedule_respawn(self) -> None:
-        if self.state in (PoolState.STOPPING, PoolState.STOPPED) or self._respawn_timer:
-            return
-        missing = self._wanted() - len(self.serving_workers)
-        if missing <= 0:
-            return
-        delay = restart_delay(self.consecutive_failures)
-        self._respawn_timer = self.loop.call_later(delay, self._respawn)
-
-    def _wanted(self) -> int:
-        """Workers the pool should have: all of them when always running; on
-        demand, one while requests wait for it (more come by `_grow_if_busy`)."""
-        if self.settings.start_mode == "always_running":
-            return self.settings.processes
-        return 1 if self.queue else 0
-
     def _respawn(self) -> None:
         self._respawn_timer = None
-        for _ in range(self._wanted() - len(self.serving_workers)):
-            self._spawn()
+        self._apply(self.machine.handle(policy.RespawnDue(len(self.queue))))
 
     # shutdown
 
     def drain(self, time_limit: float, reason: StopReason = StopReason.SHUTDOWN) -> None:
-        """Stop taking work, let workers finish, kill them at the time limit."""
-        if self.state is PoolState.STOPPED:
-            return
-        if self.state is PoolState.STOPPING and self.stop_reason is reason:
-            return
-        self.state = PoolState.STOPPING
-        self.stop_reason = reason
-        self._recycling = False
-        if reason is not StopReason.ADMINISTRATOR:
-            self.reap_orphans()
-        if self._respawn_timer:
-            self._respawn_timer.cancel()
-            self._respawn_timer = None
-        self._refuse_queue(self._stopped_reason())
-        for worker in list(self.workers):
-            worker.drain(_ENDED_BY[reason])
-        if self._kill_timer:
-            self._kill_timer.cancel()
-        self._kill_timer = self.loop.call_later(time_limit, self.kill)
-        if not self.workers:
-            self._stopped()
+        """Stop taking work, let workers finish, kill them at the time limit;
+        a shutdown or removal also reaps the orphans."""
+        self._apply(self.machine.handle(policy.Stop(reason, time_limit)))
 
     def kill(self) -> None:
         """Stop at once: every worker gets SIGKILL."""
-        if self.state is not PoolState.STOPPED:
-            self.state = PoolState.STOPPING
-        if self.stop_reason is None:
-            self.stop_reason = StopReason.SHUTDOWN
-        if self._respawn_timer:
-            self._respawn_timer.cancel()
-            self._respawn_timer = None
-        self._refuse_queue(self._stopped_reason())
-        for worker in self.workers:
+        actions = self.machine.handle(policy.StopNow())
+        for action in actions:
+            worker = self._worker(action.id) if isinstance(action, policy.Kill) else None
             # One that reported a start-up failure is on its way out anyway.
-            if worker.state is not WorkerState.EXITED and worker.startup_failure is None:
+            if worker and worker.state is not WorkerState.EXITED and worker.startup_failure is None:
                 log.warning("pool %s: killing worker %d", self.name, worker.pid)
-            worker.kill(_ENDED_BY[self.stop_reason])
-        if not self.workers:
-            self._stopped()
+        self._apply(actions)
 
     def _stopped(self) -> None:
-        if self.state is PoolState.STOPPED:
-            return
-        if self.state is not PoolState.STOPPING:
-            return  # started again while its last workers were draining
-        self.state = PoolState.STOPPED
         if self._kill_timer:
             self._kill_timer.cancel()
         self.on_stopped(self)
+
+    # performing the policy's actions
+
+    def _worker(self, pid: int) -> WorkerProcess | None:
+        return next((worker for worker in self.workers if worker.pid == pid), None)
+
+    def _apply(
+        self,
+        actions: list[policy.Action],
+        *,
+        worker: WorkerProcess | None = None,
+        evidence: tuple[str, dict[str, object], int | None] = ("", {}, None),
+    ) -> None:
+        """Perform what `self.machine` decided, in order. `worker` is the one
+        the event was about; `evidence` (message, details, event number) is
+        the failure that may disable the pool."""
+        for action in actions:
+            match action:
+                case policy.Spawn(count=count):
+                    for _ in range(count):
+                        self._spawn()
+                case policy.ScheduleRespawn(delay=delay):
+                    # An earlier action's callback (a start-up failure that
+                    # ends a `run`) may have stopped the pool meanwhile.
+                    if self.machine.respawn_pending and self._respawn_timer is None:
+                        self._respawn_timer = self.loop.call_later(delay, self._respawn)
+                case policy.CancelRespawn():
+                    if self._respawn_timer:
+                        self._respawn_timer.cancel()
+                        self._respawn_timer = None
+                case policy.Retire(id=id) | policy.Unretire(id=id):
+                    target = self._worker(id)
+                    if target is not None:
+                        target.retiring = isinstance(action, policy.Retire)
+                case policy.Drain(id=id, reason=reason):
+                    target = self._worker(id)
+                    if target is not None:
+                        target.drain(reason)
+                case policy.Kill(id=id, reason=reason):
+                    target = self._worker(id)
+                    if target is not None:
+                        target.kill(reason)
+                case policy.RefuseQueue(reason=reason):
+                    self._refuse_queue(reason)
+                case policy.Disable(count=count):
+                    self._disable(count, *evidence)
+                case policy.ScheduleAutoRestart(delay=delay):
+                    self._auto_restart = self.loop.call_later(delay, self._restart_by_itself)
+                case policy.RunAutoShutdownCommand():
+                    self.loop.create_task(self._run_auto_shutdown_command(self.disabled_seq))
+                case policy.RunOrphanAction(id=id):
+                    orphan = next((w for w in self.orphans if w.pid == id), None)
+                    if orphan is not None:
+                        self.loop.create_task(self._run_orphan_action(orphan, evidence[2]))
+                case policy.ReapOrphans():
+                    self.reap_orphans()
+                case policy.ScheduleKill(delay=delay):
+                    if self._kill_timer:
+                        self._kill_timer.cancel()
+                    self._kill_timer = self.loop.call_later(delay, self.kill)
+                case policy.Stopped():
+                    self._stopped()
+                case policy.ReportStartupFailure(kind=kind):
+                    if kind == "spawn" and self.last_failure is not None:
+                        self.on_startup_failure(self, self.last_failure)
+                    elif kind == "startup_timeout" and worker is not None:
+                        self._timed_out(worker)
+                    elif kind == "died_before_ready" and worker is not None:
+                        self._died_before_ready(worker)
+                case policy.RecycleAborted(kept=kept) if worker is not None:
+                    self._recycle_aborted(worker, kept)
+                case _:
+                    pass  # FailureCounted, Enqueue, Refuse, RefuseExpired: read by the caller

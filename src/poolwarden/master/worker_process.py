@@ -134,6 +134,7 @@ class WorkerProcess:
             lambda worker, reason, stacks: None
         ),
         on_loop_lag: Callable[[WorkerProcess, ch.LoopLag], None] = lambda worker, message: None,
+        on_debugged: Callable[[WorkerProcess], None] = lambda worker: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -155,6 +156,7 @@ class WorkerProcess:
         self.debug_address: str | None = None
         self.debug_since: float | None = None
         self.on_loop_lag = on_loop_lag
+        self.on_debugged = on_debugged
         self.state = WorkerState.STARTING
         self.custody: dict[int, socket.socket] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -506,7 +508,7 @@ class WorkerProcess:
 
     def _debugged(self, adapter: str) -> None:
         """A debugger holds (or is about to hold) the worker: a stopped
-        thread is no hang, and a slow start no failure."""
+        thread is no hang, and a slow start no failure (the pool is told)."""
         self.debugging = self.debugging or adapter
         self.debug_since = self.debug_since or time.time()
         for timer in (self._startup_timer, self._ping_timer, self._hang_timer):
@@ -514,6 +516,7 @@ class WorkerProcess:
                 timer.cancel()
         self._startup_timer = self._ping_timer = self._hang_timer = None
         self._ping_sent_at = None
+        self.on_debugged(self)
 
     def attach(self) -> None:
         """`poolwarden debug attach`: the worker opens a pdb server and stops
