@@ -704,7 +704,8 @@ class Pool:
             if worker is not None:
                 self._grow_if_busy()
                 all_busy = True  # it waits in the queue
-        for action in self.machine.handle(policy.RequestArrived(len(self.queue), all_busy)):
+        arrived = policy.RequestArrived(len(self.queue), all_busy, time.monotonic())
+        for action in self.machine.handle(arrived):
             if isinstance(action, policy.Refuse):
                 self._refuse(sock, message, action.reason)
             elif isinstance(action, policy.Enqueue):
