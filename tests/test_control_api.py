@@ -77,6 +77,7 @@ def worker_stack_dict(pid: int, pool: str) -> dict[str, Any]:
         "pid": pid,
         "pool": pool,
         "interface": "wsgi",
+        "via": "signal",
         "threads": [
             {
                 "ident": 0x7F00AA,
@@ -560,7 +561,10 @@ def test_unknown_pool_is_404(running: Running) -> None:
 
 def test_stacks_of_a_worker_and_of_a_pool(running: Running) -> None:
     body = call(running, "GET", "/v1/workers/101/stack").body
-    assert (body["pid"], body["pool"]) == (101, "web")
+    assert (body["pid"], body["pool"], body["via"]) == (101, "web", "signal")
+    worker_stack = {"$ref": "#/components/schemas/WorkerStack"}
+    assert schema_errors({**body, "via": "remote_exec"}, worker_stack) == []
+    assert schema_errors({**body, "via": "ptrace"}, worker_stack)
     assert body["threads"][0]["request"]["path"] == "/slow"
     body = call(running, "GET", "/v1/pools/web/stack").body
     assert [worker["pid"] for worker in body["workers"]] == [101, 102]

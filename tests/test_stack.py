@@ -28,6 +28,7 @@ from poolwarden.admin_cli import (
     native_stack,
     register,
 )
+from poolwarden.master.remote_exec import decide, read_facts
 from poolwarden.stacks import (
     TASKS_BLOCKED_NOTE,
     RequestInfo,
@@ -151,8 +152,20 @@ def test_json_has_every_thread_and_the_request_it_serves(
     result = stack(cli, server, str(pid), "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert set(body) == {"pid", "pool", "interface", "threads", "tasks", "tasks_note", "text"}
+    assert set(body) == {
+        "pid",
+        "pool",
+        "interface",
+        "via",
+        "threads",
+        "tasks",
+        "tasks_note",
+        "text",
+    }
     assert (body["pid"], body["pool"], body["interface"]) == (pid, "slow", "wsgi")
+    # Through sys.remote_exec where this interpreter and the kernel allow it
+    # (tests/test_remote_exec.py), else the signal.
+    assert body["via"] == ("remote_exec" if decide(read_facts(pid)).usable else "signal")
     assert schema_errors(body, WORKER_STACK) == []
     assert body["tasks"] is None and body["tasks_note"] is None
     assert "wait_for_the_database" in body["text"]

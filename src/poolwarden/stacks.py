@@ -40,7 +40,8 @@ class RequestInfo(msgspec.Struct, frozen=True):
 class ThreadStack(msgspec.Struct, frozen=True):
     ident: int
     current: bool
-    """The thread the signal interrupted (faulthandler's "Current thread")."""
+    """The thread interrupted to write the dump (faulthandler's "Current
+    thread"): the signal's, or the main thread when it came via remote_exec."""
     frames: list[StackFrame]
     """Most recent call first, as Python's tracebacks print them last."""
     request: RequestInfo | None = None

@@ -167,8 +167,10 @@ class ControlTarget(Protocol):
         worker of this server.
 
         {"pid", "pool", "interface" ("wsgi"|"asgi"|None before it is ready),
-        "threads": [{"ident" (int, as faulthandler prints it), "name" (str,
-        only when known), "current" (bool: the thread the signal interrupted),
+        "via" ("remote_exec"|"signal": which way the dump came, see
+        `stack_capture`), "threads": [{"ident" (int, as faulthandler prints
+        it), "name" (str, only when known), "current" (bool: the thread
+        interrupted to write the dump; the main thread via remote_exec),
         "frames": [{"filename", "lineno", "name", "line"}] most recent first,
         "request": {"method", "path", "client", "elapsed", "response_started"}
         | None (the request the thread serves: WSGI)}] (empty when the worker

@@ -645,14 +645,16 @@ class Master:
         tasks: list[TaskStack] | None = None
         note = None
         if worker.interface == "asgi":
-            threads, tasks = await asyncio.gather(worker.stacks(), worker.task_stacks())
+            captured, tasks = await asyncio.gather(worker.capture_stacks(), worker.task_stacks())
             note = TASKS_BLOCKED_NOTE if tasks is None else None
         else:
-            threads = await worker.stacks()
+            captured = await worker.capture_stacks()
+        threads = captured.threads
         return {
             "pid": worker.pid,
             "pool": pool,
             "interface": worker.interface or None,
+            "via": captured.via,
             "threads": [_thread_dict(thread) for thread in threads],
             "tasks": None if tasks is None else [msgspec.to_builtins(task) for task in tasks],
             "tasks_note": note,

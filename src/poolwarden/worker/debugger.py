@@ -22,7 +22,10 @@ Two ways in:
   line that raised, before the failure is reported as usual.
 - `install_attach_handler(ATTACH_SIGNAL, ...)` (`poolwarden debug attach
   PID`): the signal makes a running worker open the same server and stop its
-  main thread at the interrupted frame.
+  main thread at the interrupted frame. On Python 3.14+ the master may ask
+  through `sys.remote_exec` instead (PEP 768: no signal handling needed); its
+  script calls the same function (`attach_handler`) via
+  `bootstrap.attach_debugger`.
 
 Nothing the client does kills the worker: `detach`, `quit` and the client
 going away (EOF) all clear the breakpoints and let the program run on.
@@ -630,28 +633,24 @@ def startup_session(
 # Attaching to a running worker
 
 
-def install_attach_handler(
-    signum: int,
+def attach_handler(
     path_for: Callable[[], str],
     *,
     on_listening: Callable[[str], None] | None = None,
     accept_timeout: float = DEFAULT_ATTACH_TIMEOUT,
-) -> None:
-    """On `signum`, stop the main thread in pdb, served at `path_for()`.
+) -> Callable[[FrameType | None], None]:
+    """What an attach does, given the frame to stop at; call it in the main thread.
 
-    Call from the main thread. The handler opens the socket, calls
-    `on_listening(path)`, waits up to `accept_timeout` seconds for a client
-    (the main thread waits; other threads run on) and gives it a prompt at
-    the frame the signal interrupted. With no client in time it removes the
-    socket and returns, and the program carries on. A signal while a
-    debugger is already attached is ignored.
-
-    This handler does real work, unlike poolwarden's others that only
-    enqueue: stopping the interrupted frame is the point, and only a signal
-    handler runs in it.
+    It opens the socket at `path_for()`, calls `on_listening(path)`, waits up
+    to `accept_timeout` seconds for a client (the main thread waits; other
+    threads run on) and gives it a prompt at `frame`. With no client in time
+    it removes the socket and returns, and the program carries on. A request
+    while a debugger is already attached, or one is awaited, is ignored: the
+    attach signal and a `sys.remote_exec` request for the same attach
+    (`bootstrap.attach_debugger`) may both arrive, and only the first acts.
     """
 
-    def attach(received: int, frame: FrameType | None) -> None:
+    def attach(frame: FrameType | None) -> None:
         if session_active():
             return
         path = path_for()
@@ -669,7 +668,33 @@ def install_attach_handler(
         )
         debugger.stop_at(frame if frame is not None else sys._getframe())
 
-    signal.signal(signum, attach)
+    return attach
+
+
+def install_attach_handler(
+    signum: int,
+    path_for: Callable[[], str],
+    *,
+    on_listening: Callable[[str], None] | None = None,
+    accept_timeout: float = DEFAULT_ATTACH_TIMEOUT,
+) -> Callable[[FrameType | None], None]:
+    """On `signum`, stop the main thread in pdb, served at `path_for()`.
+
+    Call from the main thread. The handler is `attach_handler`'s, given the
+    frame the signal interrupted; it is returned too, for the other way in
+    (`sys.remote_exec`, which stops at the frame its script interrupted).
+
+    This handler does real work, unlike poolwarden's others that only
+    enqueue: stopping the interrupted frame is the point, and only a signal
+    handler runs in it.
+    """
+    attach = attach_handler(path_for, on_listening=on_listening, accept_timeout=accept_timeout)
+
+    def on_signal(received: int, frame: FrameType | None) -> None:
+        attach(frame)
+
+    signal.signal(signum, on_signal)
+    return attach
 
 
 # debugpy, for editors
