@@ -520,6 +520,31 @@ def test_show_renders_a_crash_with_in_flight_requests_and_tails(tmp_path: Path) 
     assert "> 6 |" not in without_files
 
 
+def test_show_of_a_disable_renders_the_last_failures_evidence_as_its_own_event_does() -> None:
+    with pytest.raises(AppLoadError) as caught:
+        load_app("tests.apps.broken_nested:app")
+    failure = caught.value.failure
+    last = classify(WorkerEnd(pool="web", pid=55, returncode=3, startup_failure=failure))
+    event = make_event(
+        event_id=5002,
+        details={
+            "failures": 5,
+            "last_failure_seq": 9,
+            "last_failure": last.message,
+            "last_failure_details": last.details,
+        },
+    )
+    text = format_event(event, UTC)
+    section = text.split("The last failure (event 9)\n", 1)[1]
+    assert section.startswith(f"  {last.message}\n")
+    assert "How it ended\n  ended by         the worker itself (exit status 3)" in section
+    assert "  module     tests.apps.broken_helper, line" in section
+    assert 'raise RuntimeError("the helper exploded")' in section
+    other = text.split("Other details\n", 1)[1].split("\n\n", 1)[0]
+    assert other == "  failures: 5\n  last_failure_seq: 9"
+    assert "`poolwarden debug startup web --start`" in text
+
+
 def test_show_lists_details_it_has_no_section_for() -> None:
     event = make_event(
         event_id=5002, details={"crashes": [3, 5, 8], "interval": 300.0, "note": "x"}

@@ -84,7 +84,8 @@ def test_requests_to_an_on_demand_pool_that_cannot_start_lead_to_its_disable(
         [event] = store.query(pool="loop", event_id=catalog.POOL_DISABLED_RAPID_FAIL)
     assert len(failures) == 5
     assert event.details["failures"] == 5
-    assert control.get("/v1/pools/loop")["state"] == "disabled"
+    shown = control.get("/v1/pools/loop")
+    assert (shown["state"], shown["last_event"]) == ("disabled", f"5002 #{event.seq}")
     # Each request waited for one attempt at most (the back-off, then the
     # import) and got that attempt's 503, or the disable's.
     assert {(status, reason) for status, reason, _ in answers} <= {

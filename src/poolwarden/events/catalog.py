@@ -444,6 +444,8 @@ _ENTRIES: tuple[EventType, ...] = (
             "See the failures that counted: `poolwarden events --pool {pool} --level error`.",
             "Group them by cause: `poolwarden events --groups --pool {pool}`.",
             "Read one of them whole: `poolwarden events show SEQ`.",
+            "Break in before the app loads: `poolwarden debug startup {pool} --start`, then "
+            "`poolwarden debug connect {pool}` (docs/troubleshooting.md).",
             _START,
         ),
         iis=True,

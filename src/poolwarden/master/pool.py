@@ -990,11 +990,12 @@ class Pool:
                 details={**classification.details, "rapid_fail": where},
             )
         seq = self.events.worker_ended(classification)
-        self._apply(actions, evidence=(classification.message, classification.details, seq))
         if seq is not None:
             self.last_event = f"{classification.event_id} #{seq}"
             if not worker.ever_ready:
                 self.last_failure_seq = seq
+        # Last: a disable these actions bring is the newer news (5002).
+        self._apply(actions, evidence=(classification.message, classification.details, seq))
         return seq
 
     def _worker_orphaned(self, worker: WorkerProcess, reason: EndedBy, stacks: str) -> int | None:
