@@ -65,10 +65,11 @@ def test_the_next_worker_waits_for_pdb_before_it_loads_the_app(start_serve: Any)
         assert server.get("/")[0] == 200
     session = _cli(server, "debug", "connect", "web", stdin="step\nwhere\np __name__\ncontinue\n")
     assert session.returncode == 0, session.stderr
-    # `step` enters the first module the app's import runs (its package).
-    assert "tests/__init__.py" in session.stdout
+    # `step` goes through the app's packages (`tests`, `tests.apps`) to its module.
+    assert "tests/apps/debug_app.py(" in session.stdout
+    assert "tests/__init__.py" not in session.stdout
     assert "load_app()" in session.stdout  # `where`: the import, from the loader
-    assert "'tests'" in session.stdout
+    assert "'tests.apps.debug_app'" in session.stdout
     assert "The app is loaded" in session.stdout
     # Then it loads the app, becomes ready and replaces the old worker.
     wait_until(lambda: old not in server.worker_pids(), what="the old worker to be replaced")

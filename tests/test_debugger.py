@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from poolwarden.debug_client import ENDED
-from poolwarden.worker.debugger import ATTACH_SIGNAL, start_debugpy
+from poolwarden.worker.debugger import ATTACH_SIGNAL, parent_packages, start_debugpy
 from tests.conftest import wait_until
 
 DEADLINE = 5.0
@@ -325,6 +325,35 @@ def test_startup_session_steps_into_the_app_module(
     assert (status, err) == (0, "")
     assert "CONTINUED hello42" in out
     assert not os.path.exists(path)
+
+
+def test_step_passes_through_the_apps_parent_packages(
+    workdir: Path, spawn: Callable[..., Child]
+) -> None:
+    package = workdir / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("VERSION = 1\nSETTINGS = {}\n")
+    (package / "web.py").write_text(GOOD_APP)
+    script = workdir / "child.py"
+    script.write_text(STARTUP)
+    path = str(workdir / "debug" / "mypool-1.pdb.sock")
+    child = spawn(script, path, "shop.web:app")
+    child.expect("LISTENING")
+    client = PdbClient(path)
+    client.until_prompt()
+    entered = client.command("step")
+    assert f"> {package / 'web.py'}(1)<module>()\n-> import os" in entered
+    assert "__init__" not in entered
+    client.send("continue")
+    assert "the worker continues without the debugger" in client.until_closed()
+    status, out, _ = child.finish()
+    assert status == 0 and "CONTINUED hello42" in out
+
+
+def test_parent_packages_are_the_prefixes_of_the_apps_module() -> None:
+    assert parent_packages("a.b.wsgi:app") == {"a", "a.b"}
+    assert parent_packages("wsgi:app") == frozenset()
+    assert parent_packages(None) == frozenset()
 
 
 def test_breakpoints_keep_the_session_after_the_load(

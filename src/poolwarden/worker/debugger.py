@@ -71,6 +71,16 @@ MACHINERY_MODULES: Final = ("importlib", "importlib.*", "_frozen_importlib*", "p
 and poolwarden itself, so `step` from the break-in point lands on the app's
 first line, as Python's tracebacks hide importlib's frames."""
 
+
+def parent_packages(app: str | None) -> frozenset[str]:
+    """The packages imported before the app's own module: `a` and `a.b` for
+    `a.b.wsgi:app`."""
+    if not app:
+        return frozenset()
+    parts = app.partition(":")[0].split(".")
+    return frozenset(".".join(parts[:end]) for end in range(1, len(parts)))
+
+
 DEFAULT_ATTACH_TIMEOUT: Final = 60.0
 """How long an attach signal keeps the main thread waiting for a client. Long
 enough to type `poolwarden debug connect`, short enough that a stray signal
@@ -314,6 +324,10 @@ class SocketPdb(pdb.Pdb):
         """A poolwarden frame allowed to stop despite `skip`: the break-in point."""
         self.skip_code: set[CodeType] = set()
         """Code never stepped into, such as the caller's `load` lambda."""
+        self.skip_packages: frozenset[str] = frozenset()
+        """Packages whose import `step` passes through on its way to the app's
+        module (`myproject` for `myproject.wsgi:app`); their code still stops
+        at a breakpoint, and a failure in them still lands in post-mortem."""
         self._interacting = False
         self._sigint_before: Any = signal.getsignal(signal.SIGINT)
         global _current
@@ -414,6 +428,11 @@ class SocketPdb(pdb.Pdb):
                 return self.stoplineno != -1 and frame.f_lineno >= self.stoplineno
             return self.stopframe is None
         if frame.f_code in self.skip_code:
+            return False
+        if (
+            frame.f_code.co_name == "<module>"
+            and frame.f_globals.get("__name__") in self.skip_packages
+        ):
             return False
         if self.skip and (_is_import_machinery(frame) or _inside_import_hook(frame)):
             return False
@@ -534,6 +553,7 @@ class StartupSession:
         """
         debugger = self.debugger
         debugger.message(_banner(app))
+        debugger.skip_packages = parent_packages(app)
         code = getattr(load, "__code__", None)
         if isinstance(code, CodeType):
             debugger.skip_code.add(code)
