@@ -744,6 +744,17 @@ def test_the_queue_expires_as_startup_failed_after_failures_and_names_a_timeout(
     )
 
 
+def test_pool_start_after_failed_start_ups_tries_again_at_once_with_a_fresh_window() -> None:
+    machine = pool(starting=1)
+    machine.consecutive_failures = 3
+    machine.handle(WorkerEnded(1, counts_as_failure=True, now=5.0))
+    actions = machine.handle(WorkerExited(1, reported_startup_failure=True))
+    assert machine.state is PoolState.STARTUP_FAILED and ScheduleRespawn(4.0) in actions
+    assert machine.handle(Resume()) == [CancelRespawn(), Spawn(1)]
+    assert (machine.state, machine.consecutive_failures) == (PoolState.STARTED, 0)
+    assert machine.failures == FailureWindow()
+
+
 def test_while_start_ups_fail_a_request_waits_for_the_next_attempt() -> None:
     machine = pool(starting=1)
     machine.handle(WorkerExited(1, reported_startup_failure=True))
@@ -1109,7 +1120,7 @@ class PoolHistory(RuleBasedStateMachine):
         except IllegalTransition:
             assert self.machine.state is was
             return
-        if was not in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+        if was is not PoolState.STARTED:
             assert self.machine.failures == FailureWindow()
             self.failure_times = []
 

@@ -649,8 +649,16 @@ class PoolMachine:
         return []
 
     def _resume(self, event: Resume) -> list[Action]:
-        if self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+        if self.state is PoolState.STARTED:
             return []
+        if self.state is PoolState.STARTUP_FAILED:
+            # An administrator says the cause is fixed: try again now, with
+            # no back-off and a fresh rapid-fail window.
+            self.failures = FailureWindow()
+            self.consecutive_failures = 0
+            self.last_failure_at = None
+            self.state = PoolState.STARTED
+            return [*self._cancel_respawn(), *self._start_workers()]
         if self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
             raise IllegalTransition(self.state, event, "the pool is shutting down")
         self.failures = FailureWindow()

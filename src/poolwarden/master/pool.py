@@ -253,8 +253,9 @@ class Pool:
 
     def resume(self) -> None:
         """`poolwarden pool start`: serve again after a stop, or after rapid-fail
-        protection disabled the pool (its failure window starts afresh)."""
-        if self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+        protection disabled the pool, or try again at once after start-ups
+        failed (its failure window starts afresh)."""
+        if self.state is PoolState.STARTED:
             return
         self.disabled_seq = None
         if self._auto_restart is not None:
