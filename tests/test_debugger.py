@@ -402,6 +402,28 @@ def test_import_error_gives_a_post_mortem_then_propagates(
     assert "PROPAGATED AppLoadError ZeroDivisionError" in out
 
 
+def test_post_mortem_starts_at_the_apps_line_not_inside_the_library_that_raised(
+    workdir: Path, spawn: Callable[..., Child]
+) -> None:
+    source = 'import os\n\nNAME = "POOLWARDEN_TEST_UNSET"\nURL = os.environ[NAME]\n'
+    child, path = start_session(workdir, spawn, source, module="settingsapp")
+    module = str(workdir / "settingsapp.py")
+    client = PdbClient(path)
+    client.until_prompt()
+    failure = client.command("continue")
+    # The traceback starts at the app, as Python's own would, without importlib.
+    report = failure.split("The app failed to load:\n", 1)[1]
+    assert report.startswith(f'Traceback (most recent call last):\n  File "{module}", line 4')
+    assert "importlib" not in report
+    assert "KeyError: 'POOLWARDEN_TEST_UNSET'" in report
+    assert f"> {module}(4)<module>()\n-> URL = os.environ[NAME]" in failure
+    assert "'POOLWARDEN_TEST_UNSET'" in client.command("p NAME")
+    assert "__getitem__" in client.command("down")  # the library frame is still there
+    client.send("continue")
+    client.until_closed()
+    assert child.finish()[0] == 3
+
+
 def test_socket_is_private_to_its_owner(workdir: Path, spawn: Callable[..., Child]) -> None:
     child, path = start_session(workdir, spawn, GOOD_APP)
 

@@ -324,6 +324,8 @@ class SocketPdb(pdb.Pdb):
         """A poolwarden frame allowed to stop despite `skip`: the break-in point."""
         self.skip_code: set[CodeType] = set()
         """Code never stepped into, such as the caller's `load` lambda."""
+        self.at_app_frame = False
+        """The next post-mortem starts at the app's innermost frame."""
         self.skip_packages: frozenset[str] = frozenset()
         """Packages whose import `step` passes through on its way to the app's
         module (`myproject` for `myproject.wsgi:app`); their code still stops
@@ -444,6 +446,22 @@ class SocketPdb(pdb.Pdb):
         if frame.f_code.co_name == "<module>":
             return
         super().user_call(frame, argument_list)
+
+    def setup(self, f: FrameType | None, tb: TracebackType | None) -> Any:
+        """pdb's setup; a post-mortem then starts at the app's innermost
+        frame rather than inside the library call that raised (`os.environ`'s
+        `__getitem__` for a missing setting): `down` still goes there."""
+        result = super().setup(f, tb)
+        if self.at_app_frame:
+            self.at_app_frame = False
+            for index in range(len(self.stack) - 1, -1, -1):
+                candidate = self.stack[index][0]
+                if is_app_frame(candidate.f_code.co_filename):
+                    self.curindex = index
+                    self.curframe = candidate
+                    self.curframe_locals = candidate.f_locals
+                    break
+        return result
 
     def interaction(self, frame: FrameType | None, traceback: TracebackType | None) -> None:
         if not self.attached:
@@ -598,14 +616,19 @@ class StartupSession:
         if original is None or tb is None or not _has_app_frame(tb):
             debugger.message(f"\nThe app failed to load: {error}")
             return
+        # From the app's first frame on, as the event shows it: the import
+        # system's frames above it are no part of the story.
+        shown: TracebackType | None = tb
+        while shown is not None and not is_app_frame(shown.tb_frame.f_code.co_filename):
+            shown = shown.tb_next
+        report = traceback.TracebackException(type(original), original, shown or tb)
+        debugger.message("\nThe app failed to load:\n" + "".join(report.format()))
         debugger.message(
-            "\nThe app failed to load:\n" + "".join(traceback.format_exception(original))
-        )
-        debugger.message(
-            "Post-mortem: you are at the line that raised. `continue` or `detach` "
-            "lets the worker report the failure."
+            "Post-mortem at the app's line that raised (`up` and `down` walk the "
+            "traceback). `continue` or `detach` lets the worker report the failure."
         )
         debugger.reset()
+        debugger.at_app_frame = True
         debugger.interaction(None, tb)
 
 
