@@ -410,6 +410,17 @@ def test_render_puts_serving_threads_first_longest_first() -> None:
     ]
 
 
+def test_render_puts_idle_threads_in_the_apps_code_before_the_others(tmp_path: Path) -> None:
+    watchdog = ThreadStack(1, False, [StackFrame(threading.__file__, 320, "wait")])
+    loop = ThreadStack(
+        2,
+        False,
+        [StackFrame(str(tmp_path / "views.py"), 9, "block"), StackFrame("/srv/x.py", 1, "main")],
+    )
+    titles = [line for line in render_threads([watchdog, loop]).splitlines() if "0x" in line]
+    assert titles == ["Thread 0x2:", "Thread 0x1:"]
+
+
 def test_render_groups_idle_threads_with_the_same_stack_and_names_each() -> None:
     waiting = [_thread(ident, "run", "wait") for ident in (0xA, 0xB, 0xC)]
     other = _thread(0xD, "run", "poll")

@@ -15,6 +15,8 @@ import re
 
 import msgspec
 
+from poolwarden.importer import is_app_frame
+
 _THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+) \(most recent call first\):")
 _FRAME = re.compile(r'^  File "(.*)", line (\d+|\?\?\?) in (.*)$')
 
@@ -140,8 +142,15 @@ def render_threads(threads: list[ThreadStack]) -> str:
     for thread in threads:
         if thread.request is None:
             alike.setdefault((thread.name, tuple(thread.frames)), []).append(thread)
-    blocks.extend(_thread_block(group) for group in alike.values())
+    # Then the threads in the app's own code (an event loop blocked by it,
+    # a thread the app started), before poolwarden's and the library's.
+    groups = sorted(alike.values(), key=lambda group: not _in_app_code(group[0]))
+    blocks.extend(_thread_block(group) for group in groups)
     return "\n\n".join(blocks) + "\n"
+
+
+def _in_app_code(thread: ThreadStack) -> bool:
+    return any(is_app_frame(frame.filename) for frame in thread.frames)
 
 
 def _thread_block(group: list[ThreadStack]) -> str:
