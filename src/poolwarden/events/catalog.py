@@ -648,7 +648,7 @@ _ENTRIES: tuple[EventType, ...] = (
         name="recycle_unhealthy",
         level="info",
         category="recycle",
-        title="A worker is recycled: the app reported itself unhealthy",
+        title="A worker is recycled: it is unhealthy (a request ran past its time-out)",
         meaning="The worker is replaced with overlap because it is no longer sound: a "
         "request ran past `process_model.request_timeout` with `request_timeout_action = "
         '"recycle"` (event 2040 has the request and its stack). Written when '
