@@ -587,13 +587,8 @@ def test_debug_client_detaches_at_the_end_of_its_input(
     assert child.finish()[0] == 0
 
 
-def test_debugpy_missing_is_a_clear_error() -> None:
-    try:
-        import debugpy  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("debugpy is installed")
+def test_debugpy_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "debugpy", None)  # as if not installed: import fails
     with pytest.raises(RuntimeError, match="pip install debugpy"):
         start_debugpy()
 
