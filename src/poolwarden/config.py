@@ -188,8 +188,9 @@ class SiteConfig(_Section, frozen=True, kw_only=True):
 
 
 class ProcessModelConfig(_Section, frozen=True, kw_only=True):
-    """`[pools.NAME.process_model]`: IIS's processModel. Reserved for the
-    activation service; only `shutdown_time_limit` is acted on today."""
+    """`[pools.NAME.process_model]`: IIS's processModel, with its defaults:
+    how long a worker may take to start, stop and answer a ping, how long it
+    may sit idle, and how long one request may run."""
 
     idle_timeout: Duration = 20 * _MINUTE
     """Stop a worker idle this long (IIS: 20 min; 0 = never)."""
