@@ -37,6 +37,10 @@ Try, in another terminal:
   curl -i http://127.0.0.1:8000/broken/   (503 startup_failed, naming its event)
   .venv/bin/poolwarden events             (why: every worker start and death)
   .venv/bin/poolwarden events show SEQ    (one event, with its traceback or crash dump)
+  .venv/bin/poolwarden stack web          (every thread's stack, the request each serves)
+  .venv/bin/poolwarden debug startup broken --start; .venv/bin/poolwarden debug connect broken
+      (the next worker of "broken" waits in pdb before it imports the app;
+       docs/troubleshooting.md walks through it)
 
 Ctrl-C stops the server (it finishes the requests in flight first).
 """

@@ -88,7 +88,7 @@ class Server:
             children = psutil.Process(self.process.pid).children()
         except psutil.NoSuchProcess:
             return []
-        return sorted(child.pid for child in children if child.status() != psutil.STATUS_ZOMBIE)
+        return sorted(child.pid for child in children if _alive(child))
 
     def wait_for_workers(self, count: int, exclude: set[int] | None = None) -> list[int]:
         """Wait until `count` workers (not in `exclude`) have logged Ready."""
@@ -161,6 +161,15 @@ class Server:
             return read_until_closed(sock)
         finally:
             sock.close()
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Neither a zombie nor gone: a worker may exit and be reaped between
+    listing the master's children and asking one of them its status."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def read_until_closed(sock: socket.socket) -> bytes:

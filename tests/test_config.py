@@ -853,3 +853,19 @@ def test_unit_parsers_refuse_with_value_error_only(text: str) -> None:
         except ValueError:
             continue
         assert value >= 0 and math.isfinite(value)
+
+
+@pytest.mark.parametrize("value", ["healthz", "/healthz?ready=1", "/healthz#x", "/health z"])
+def test_the_health_path_is_a_path_alone(value: str) -> None:
+    """A query or fragment could never match: the front end compares the path."""
+    assert problems(with_value("server.health_path", value)) == [
+        'server.health_path: expected a path such as "/healthz" (no query, no fragment), '
+        f"got {json.dumps(value)}"
+    ]
+
+
+def test_the_health_path_reaches_the_server_and_the_routing_table() -> None:
+    config = config_from_dict(with_value("server.health_path", "/-/ready"), BASE)
+    assert config.server_settings().health_path == "/-/ready"
+    assert config.routing_table().health_path == "/-/ready"
+    assert config_from_dict(minimal(), BASE).routing_table().health_path is None

@@ -46,6 +46,8 @@ from poolwarden.master.control import (
     socket_path,
     start_control_server,
 )
+from poolwarden.master.health import PoolFacts, judge
+from poolwarden.master.pool import PoolState
 
 REPO = Path(__file__).resolve().parent.parent
 OPENAPI = json.loads((REPO / "docs" / "openapi.json").read_text())
@@ -75,6 +77,7 @@ def worker_stack_dict(pid: int, pool: str) -> dict[str, Any]:
         "pid": pid,
         "pool": pool,
         "interface": "wsgi",
+        "via": "signal",
         "threads": [
             {
                 "ident": 0x7F00AA,
@@ -178,15 +181,18 @@ class FakeTarget:
         }
 
     def health(self) -> dict[str, Any]:
+        """The master's own judgement (`master.health.judge`) over the fake pools."""
         self._maybe_fail("health")
-        states = {name: pool["state"] for name, pool in self.pool_table.items()}
-        if self.draining:
-            status = "draining"
-        elif any(state in ("disabled", "startup_failed") for state in states.values()):
-            status = "degraded"
-        else:
-            status = "ok"
-        return {"status": status, "pools": states}
+        facts = {
+            name: PoolFacts(
+                PoolState(pool["state"]),
+                pool["state"],
+                "pool_disabled" if pool["state"] == "disabled" else "",
+                7 if pool["state"] == "disabled" else None,
+            )
+            for name, pool in self.pool_table.items()
+        }
+        return judge(facts, draining=self.draining).control_body()
 
     def pools(self) -> list[dict[str, Any]]:
         self._maybe_fail("pools")
@@ -526,9 +532,13 @@ def test_health_is_a_readiness_probe(running: Running) -> None:
     response = call(running, "GET", "/v1/health")
     assert (response.status, response.body["status"]) == (503, "degraded")
     assert response.body["pools"] == {"web": "started", "api": "disabled"}
+    assert response.body["not_ready"] == {
+        "api": {"state": "disabled", "reason": "pool_disabled", "event": 7}
+    }
     running.target.pool_table["api"] = pool_dict("api")
     response = call(running, "GET", "/v1/health")
     assert (response.status, response.body["status"]) == (200, "ok")
+    assert response.body["not_ready"] == {}
     running.target.draining = True
     response = call(running, "GET", "/v1/health")
     assert (response.status, response.body["status"]) == (503, "draining")
@@ -551,7 +561,10 @@ def test_unknown_pool_is_404(running: Running) -> None:
 
 def test_stacks_of_a_worker_and_of_a_pool(running: Running) -> None:
     body = call(running, "GET", "/v1/workers/101/stack").body
-    assert (body["pid"], body["pool"]) == (101, "web")
+    assert (body["pid"], body["pool"], body["via"]) == (101, "web", "signal")
+    worker_stack = {"$ref": "#/components/schemas/WorkerStack"}
+    assert schema_errors({**body, "via": "remote_exec"}, worker_stack) == []
+    assert schema_errors({**body, "via": "ptrace"}, worker_stack)
     assert body["threads"][0]["request"]["path"] == "/slow"
     body = call(running, "GET", "/v1/pools/web/stack").body
     assert [worker["pid"] for worker in body["workers"]] == [101, 102]

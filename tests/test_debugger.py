@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from poolwarden.debug_client import ENDED
-from poolwarden.worker.debugger import ATTACH_SIGNAL, start_debugpy
+from poolwarden.worker.debugger import ATTACH_SIGNAL, parent_packages, start_debugpy
 from tests.conftest import wait_until
 
 DEADLINE = 5.0
@@ -327,6 +327,35 @@ def test_startup_session_steps_into_the_app_module(
     assert not os.path.exists(path)
 
 
+def test_step_passes_through_the_apps_parent_packages(
+    workdir: Path, spawn: Callable[..., Child]
+) -> None:
+    package = workdir / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("VERSION = 1\nSETTINGS = {}\n")
+    (package / "web.py").write_text(GOOD_APP)
+    script = workdir / "child.py"
+    script.write_text(STARTUP)
+    path = str(workdir / "debug" / "mypool-1.pdb.sock")
+    child = spawn(script, path, "shop.web:app")
+    child.expect("LISTENING")
+    client = PdbClient(path)
+    client.until_prompt()
+    entered = client.command("step")
+    assert f"> {package / 'web.py'}(1)<module>()\n-> import os" in entered
+    assert "__init__" not in entered
+    client.send("continue")
+    assert "the worker continues without the debugger" in client.until_closed()
+    status, out, _ = child.finish()
+    assert status == 0 and "CONTINUED hello42" in out
+
+
+def test_parent_packages_are_the_prefixes_of_the_apps_module() -> None:
+    assert parent_packages("a.b.wsgi:app") == {"a", "a.b"}
+    assert parent_packages("wsgi:app") == frozenset()
+    assert parent_packages(None) == frozenset()
+
+
 def test_breakpoints_keep_the_session_after_the_load(
     workdir: Path, spawn: Callable[..., Child]
 ) -> None:
@@ -371,6 +400,28 @@ def test_import_error_gives_a_post_mortem_then_propagates(
     status, out, _ = child.finish()
     assert status == 3
     assert "PROPAGATED AppLoadError ZeroDivisionError" in out
+
+
+def test_post_mortem_starts_at_the_apps_line_not_inside_the_library_that_raised(
+    workdir: Path, spawn: Callable[..., Child]
+) -> None:
+    source = 'import os\n\nNAME = "POOLWARDEN_TEST_UNSET"\nURL = os.environ[NAME]\n'
+    child, path = start_session(workdir, spawn, source, module="settingsapp")
+    module = str(workdir / "settingsapp.py")
+    client = PdbClient(path)
+    client.until_prompt()
+    failure = client.command("continue")
+    # The traceback starts at the app, as Python's own would, without importlib.
+    report = failure.split("The app failed to load:\n", 1)[1]
+    assert report.startswith(f'Traceback (most recent call last):\n  File "{module}", line 4')
+    assert "importlib" not in report
+    assert "KeyError: 'POOLWARDEN_TEST_UNSET'" in report
+    assert f"> {module}(4)<module>()\n-> URL = os.environ[NAME]" in failure
+    assert "'POOLWARDEN_TEST_UNSET'" in client.command("p NAME")
+    assert "__getitem__" in client.command("down")  # the library frame is still there
+    client.send("continue")
+    client.until_closed()
+    assert child.finish()[0] == 3
 
 
 def test_socket_is_private_to_its_owner(workdir: Path, spawn: Callable[..., Child]) -> None:
@@ -536,13 +587,8 @@ def test_debug_client_detaches_at_the_end_of_its_input(
     assert child.finish()[0] == 0
 
 
-def test_debugpy_missing_is_a_clear_error() -> None:
-    try:
-        import debugpy  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("debugpy is installed")
+def test_debugpy_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "debugpy", None)  # as if not installed: import fails
     with pytest.raises(RuntimeError, match="pip install debugpy"):
         start_debugpy()
 

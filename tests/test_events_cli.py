@@ -249,7 +249,8 @@ def test_explain_unknown_is_an_error(cli: click.Group) -> None:
 def test_explain_without_an_id_lists_the_catalog(cli: click.Group) -> None:
     lines = stdout_lines(invoke(cli, "events", "explain"))
     assert sorted(int(line.split()[0]) for line in lines) == sorted(KNOWN_IDS)
-    assert any(line.endswith("(reserved)") for line in lines)
+    for line in lines:
+        assert line.endswith("(reserved)") == CATALOG[int(line.split()[0])].reserved, line
     as_json = stdout_lines(invoke(cli, "events", "explain", "--json"))
     assert {json.loads(line)["id"] for line in as_json} == KNOWN_IDS
 
@@ -517,6 +518,31 @@ def test_show_renders_a_crash_with_in_flight_requests_and_tails(tmp_path: Path) 
     assert "Last stderr lines (2 lines)\n  | warming up\n  | about to render" in text
     without_files = format_event(event, UTC, source=no_source)
     assert "> 6 |" not in without_files
+
+
+def test_show_of_a_disable_renders_the_last_failures_evidence_as_its_own_event_does() -> None:
+    with pytest.raises(AppLoadError) as caught:
+        load_app("tests.apps.broken_nested:app")
+    failure = caught.value.failure
+    last = classify(WorkerEnd(pool="web", pid=55, returncode=3, startup_failure=failure))
+    event = make_event(
+        event_id=5002,
+        details={
+            "failures": 5,
+            "last_failure_seq": 9,
+            "last_failure": last.message,
+            "last_failure_details": last.details,
+        },
+    )
+    text = format_event(event, UTC)
+    section = text.split("The last failure (event 9)\n", 1)[1]
+    assert section.startswith(f"  {last.message}\n")
+    assert "How it ended\n  ended by         the worker itself (exit status 3)" in section
+    assert "  module     tests.apps.broken_helper, line" in section
+    assert 'raise RuntimeError("the helper exploded")' in section
+    other = text.split("Other details\n", 1)[1].split("\n\n", 1)[0]
+    assert other == "  failures: 5\n  last_failure_seq: 9"
+    assert "`poolwarden debug startup web --start`" in text
 
 
 def test_show_lists_details_it_has_no_section_for() -> None:

@@ -736,7 +736,83 @@ def test_the_queue_expires_as_startup_failed_after_failures_and_names_a_timeout(
     machine.handle(WorkerExited(1, reported_startup_failure=True))
     assert machine.handle(QueueWaitExpired()) == [RefuseExpired("startup_failed")]
     machine.handle(StartupFailureReported(timed_out=True))
-    assert machine.handle(RequestArrived(0)) == [Refuse("startup_timeout")]
+    assert machine.failure_reason() == "startup_timeout"
+    machine.handle(RespawnDue())
+    machine.handle(WorkerSpawned(2))
+    assert RefuseQueue("startup_timeout") in machine.handle(
+        WorkerExited(2, timed_out=True, queued=1)
+    )
+
+
+def test_pool_start_after_failed_start_ups_tries_again_at_once_with_a_fresh_window() -> None:
+    machine = pool(starting=1)
+    machine.consecutive_failures = 3
+    machine.handle(WorkerEnded(1, counts_as_failure=True, now=5.0))
+    actions = machine.handle(WorkerExited(1, reported_startup_failure=True))
+    assert machine.state is PoolState.STARTUP_FAILED and ScheduleRespawn(4.0) in actions
+    assert machine.handle(Resume()) == [CancelRespawn(), Spawn(1)]
+    assert (machine.state, machine.consecutive_failures) == (PoolState.STARTED, 0)
+    assert machine.failures == FailureWindow()
+
+
+def test_while_start_ups_fail_a_request_waits_for_the_next_attempt() -> None:
+    machine = pool(starting=1)
+    machine.handle(WorkerExited(1, reported_startup_failure=True))
+    assert machine.state is PoolState.STARTUP_FAILED and machine.respawn_pending
+    assert machine.handle(RequestArrived(0)) == [Enqueue()]  # the back-off is running
+    machine.handle(RespawnDue(queued=1))
+    machine.handle(WorkerSpawned(2))
+    assert machine.handle(RequestArrived(1)) == [Enqueue()]  # the attempt is under way
+    assert machine.handle(RequestArrived(1000)) == [Refuse("queue_full")]
+    # It fails too: whoever waited gets the failure's 503 at once.
+    assert machine.handle(WorkerExited(2, reported_startup_failure=True, queued=2))[0] == (
+        RefuseQueue("startup_failed")
+    )
+
+
+def test_an_on_demand_pool_makes_the_next_attempt_for_a_request_after_the_back_off() -> None:
+    machine = pool(always_running=False, starting=1)
+    machine.consecutive_failures = 2  # the third start: 2 s after the last failure
+    machine.handle(WorkerEnded(1, counts_as_failure=True, now=100.0))
+    assert machine.handle(WorkerExited(1, reported_startup_failure=True)) == [
+        RefuseQueue("startup_failed")
+    ]
+    assert not machine.respawn_pending  # nobody asked for a worker yet
+    assert machine.handle(RequestArrived(0, now=100.5)) == [Enqueue(), ScheduleRespawn(1.5)]
+    assert machine.handle(RequestArrived(1, now=100.6)) == [Enqueue()]  # the same attempt
+    assert machine.handle(RespawnDue(queued=2)) == [Spawn(1)]
+
+
+def test_an_on_demand_pool_asked_long_after_its_last_failure_tries_at_once() -> None:
+    machine = pool(always_running=False, starting=1)
+    machine.consecutive_failures = 4
+    machine.handle(WorkerEnded(1, counts_as_failure=True, now=100.0))
+    machine.handle(WorkerExited(1, reported_startup_failure=True))
+    assert machine.handle(RequestArrived(0, now=400.0)) == [Enqueue(), ScheduleRespawn(0.0)]
+
+
+def test_a_crash_loop_driven_by_requests_disables_an_on_demand_pool() -> None:
+    machine = pool(always_running=False)
+    now, refused = 0.0, []
+    for id in range(1, 6):
+        actions = machine.handle(RequestArrived(0, now=now))
+        assert actions[0] == Enqueue()
+        if id == 1:
+            assert actions[1:] == [Spawn(1)]  # the first request starts the first worker
+        else:
+            [respawn] = actions[1:]
+            assert isinstance(respawn, ScheduleRespawn)
+            now += respawn.delay
+            assert machine.handle(RespawnDue(queued=1)) == [Spawn(1)]
+        machine.handle(WorkerSpawned(id))
+        now += 0.2  # the import fails
+        ended = machine.handle(WorkerEnded(id, counts_as_failure=True, now=now))
+        refused += machine.handle(WorkerExited(id, reported_startup_failure=True, queued=1))
+    assert any(isinstance(action, Disable) for action in ended)
+    assert machine.state is PoolState.DISABLED
+    assert now < 20  # 0 + 1 + 2 + 4 s of back-off, and five imports
+    assert refused.count(RefuseQueue("startup_failed")) == 4  # the fifth got pool_disabled
+    assert machine.handle(RequestArrived(0, now=now)) == [Refuse("pool_disabled")]
 
 
 def test_a_stop_cancels_a_pending_respawn() -> None:
@@ -1044,7 +1120,7 @@ class PoolHistory(RuleBasedStateMachine):
         except IllegalTransition:
             assert self.machine.state is was
             return
-        if was not in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+        if was is not PoolState.STARTED:
             assert self.machine.failures == FailureWindow()
             self.failure_times = []
 

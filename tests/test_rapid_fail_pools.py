@@ -59,6 +59,43 @@ def test_a_crash_loop_disables_the_pool_and_pool_start_recovers_it(
     assert server.get("/")[0::2] == (200, b"fixed")
 
 
+def test_requests_to_an_on_demand_pool_that_cannot_start_lead_to_its_disable(
+    start_serve: Any, tmp_path: Path
+) -> None:
+    server = start_serve(
+        one_pool_config(
+            "loop",
+            "tests.apps.crash_loop:app",
+            f'start_mode = "on_demand"\nenv = {{{{ CRASH_LOOP_FIXED = "{tmp_path / "never"}" }}}}',
+        )
+    )
+    control = ControlClient(str(server.state_dir))
+    answers: list[tuple[int, str, float]] = []
+
+    def disabled() -> bool:
+        asked = time.monotonic()
+        status, headers, _ = server.get("/", timeout=60)
+        answers.append((status, headers["x-poolwarden-reason"], time.monotonic() - asked))
+        return headers["x-poolwarden-reason"] == "pool_disabled"
+
+    wait_until(disabled, timeout=60, what="requests alone to drive the pool to disabled")
+    with EventStore.open_reader(server.state_dir) as store:
+        failures = store.query(pool="loop", event_id=catalog.WORKER_STARTUP_FAILED)
+        [event] = store.query(pool="loop", event_id=catalog.POOL_DISABLED_RAPID_FAIL)
+    assert len(failures) == 5
+    assert event.details["failures"] == 5
+    shown = control.get("/v1/pools/loop")
+    assert (shown["state"], shown["last_event"]) == ("disabled", f"5002 #{event.seq}")
+    # Each request waited for one attempt at most (the back-off, then the
+    # import) and got that attempt's 503, or the disable's.
+    assert {(status, reason) for status, reason, _ in answers} <= {
+        (503, "startup_failed"),
+        (503, "pool_disabled"),
+    }
+    assert max(seconds for _, _, seconds in answers) < 15
+    assert answers[-1][:2] == (503, "pool_disabled")
+
+
 def test_tcp_level_resets_and_auto_restart_after_starts_the_pool_again(
     start_serve: Any, tmp_path: Path
 ) -> None:

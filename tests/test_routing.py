@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poolwarden.routing import Application, RoutingTable, Site, normalize_host, normalize_path
+from poolwarden.routing import (
+    Application,
+    RoutingTable,
+    Site,
+    normalize_host,
+    normalize_path,
+    routing_table_for,
+)
 
 B1 = "127.0.0.1:8000"
 B2 = "127.0.0.1:9000"
@@ -103,3 +110,27 @@ def test_prefix_never_matches_inside_a_segment(
     glued = mount + glue
     match = table.route(B1, "h", glued)
     assert match is not None and match.application.pool == "root"
+
+
+def test_the_health_path_is_routed_nowhere_on_every_site_and_host() -> None:
+    """The front end answers it; a worker that routes it gets None and hands it back."""
+    table = RoutingTable(TABLE.sites, health_path="/healthz")
+    assert table.route(B1, "example.test", "/healthz") is None
+    assert table.route(B2, "anything.test", "/healthz") is None
+    for path in ("/healthz/", "/healthz/x", "/healthzz", "/HEALTHZ"):
+        match = table.route(B1, "example.test", path)
+        assert match is not None and match.application.pool == "web"
+    assert pool_for("example.test", "/healthz") == "web"  # without it: the app's
+
+
+def test_the_workers_table_carries_the_health_path() -> None:
+    one_pool = [site("s", (), {"/": "web"})]
+    plain = RoutingTable(one_pool)
+    assert plain.single_application("web")
+    assert routing_table_for(plain.to_data(), "web") is None  # nothing to route
+    guarded = RoutingTable(one_pool, health_path="/healthz")
+    assert not guarded.single_application("web")
+    again = routing_table_for(guarded.to_data(), "web")
+    assert again is not None and again.health_path == "/healthz"
+    assert again.route(B1, "h", "/healthz") is None
+    assert RoutingTable.from_data(TABLE.to_data()).health_path is None

@@ -28,7 +28,14 @@ from poolwarden.admin_cli import (
     native_stack,
     register,
 )
-from poolwarden.stacks import TASKS_BLOCKED_NOTE
+from poolwarden.master.remote_exec import decide, read_facts
+from poolwarden.stacks import (
+    TASKS_BLOCKED_NOTE,
+    RequestInfo,
+    StackFrame,
+    ThreadStack,
+    render_threads,
+)
 from tests.conftest import Server, one_pool_config, wait_until
 from tests.test_control_api import schema_errors
 
@@ -145,8 +152,20 @@ def test_json_has_every_thread_and_the_request_it_serves(
     result = stack(cli, server, str(pid), "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert set(body) == {"pid", "pool", "interface", "threads", "tasks", "tasks_note", "text"}
+    assert set(body) == {
+        "pid",
+        "pool",
+        "interface",
+        "via",
+        "threads",
+        "tasks",
+        "tasks_note",
+        "text",
+    }
     assert (body["pid"], body["pool"], body["interface"]) == (pid, "slow", "wsgi")
+    # Through sys.remote_exec where this interpreter and the kernel allow it
+    # (tests/test_remote_exec.py), else the signal.
+    assert body["via"] == ("remote_exec" if decide(read_facts(pid)).usable else "signal")
     assert schema_errors(body, WORKER_STACK) == []
     assert body["tasks"] is None and body["tasks_note"] is None
     assert "wait_for_the_database" in body["text"]
@@ -371,3 +390,49 @@ def test_format_native_dumps() -> None:
     # Not installed: said once after every worker, not in each worker's block.
     missing = {**worker, "native": native_stack(None, 7)}
     assert "Native" not in format_worker_stack(missing)
+
+
+def _thread(ident: int, *names: str, elapsed: float | None = None) -> ThreadStack:
+    frames = [StackFrame("/srv/app.py", n, name) for n, name in enumerate(names, 1)]
+    request = None
+    if elapsed is not None:
+        request = RequestInfo("GET", f"/r{ident}", "127.0.0.1:1", elapsed, False)
+    return ThreadStack(ident, False, frames, request)
+
+
+def test_render_puts_serving_threads_first_longest_first() -> None:
+    idle, short, long = _thread(1, "wait"), _thread(2, "a", elapsed=1.0), _thread(3, "b", elapsed=9)
+    titles = [line for line in render_threads([idle, short, long]).splitlines() if "0x" in line]
+    assert titles == [
+        "Thread 0x3 serving GET /r3 from 127.0.0.1:1 for 9.0s:",
+        "Thread 0x2 serving GET /r2 from 127.0.0.1:1 for 1.0s:",
+        "Thread 0x1:",
+    ]
+
+
+def test_render_puts_idle_threads_in_the_apps_code_before_the_others(tmp_path: Path) -> None:
+    watchdog = ThreadStack(1, False, [StackFrame(threading.__file__, 320, "wait")])
+    loop = ThreadStack(
+        2,
+        False,
+        [StackFrame(str(tmp_path / "views.py"), 9, "block"), StackFrame("/srv/x.py", 1, "main")],
+    )
+    titles = [line for line in render_threads([watchdog, loop]).splitlines() if "0x" in line]
+    assert titles == ["Thread 0x2:", "Thread 0x1:"]
+
+
+def test_render_groups_idle_threads_with_the_same_stack_and_names_each() -> None:
+    waiting = [_thread(ident, "run", "wait") for ident in (0xA, 0xB, 0xC)]
+    other = _thread(0xD, "run", "poll")
+    busy = _thread(0xE, "run", "wait", elapsed=2.0)  # same frames, but serving: its own block
+    text = render_threads([waiting[0], other, waiting[1], busy, waiting[2]])
+    blocks = text.strip().split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [
+        "Thread 0xe serving GET /r14 from 127.0.0.1:1 for 2.0s:",
+        "Threads 0xa, 0xb, 0xc (3 with the same stack):",
+        "Thread 0xd:",
+    ]
+    assert blocks[1].splitlines()[1:] == [
+        '  File "/srv/app.py", line 2, in wait',
+        '  File "/srv/app.py", line 1, in run',
+    ]

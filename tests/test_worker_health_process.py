@@ -15,7 +15,7 @@ def test_a_worker_not_ready_within_the_start_up_time_limit_is_killed_and_explain
     server = start_serve(
         one_pool_config(
             "slow",
-            "tests.apps.slow_start:app",
+            "tests.apps.hang_at_import:app",
             'start_mode = "on_demand"\n'
             "[pools.slow.process_model]\n"
             'startup_time_limit = "1s"\nping_interval = "100ms"\nping_response_time = "200ms"\n',

@@ -726,7 +726,8 @@ def stack_command(
     source lines; a thread serving a request is titled with it. An ASGI
     worker also shows its pending tasks and where each waits. Works on a
     worker stuck in C code holding the GIL (the stacks come from
-    faulthandler, in a signal handler).
+    faulthandler, in a signal handler); on Python 3.14+ they come through
+    sys.remote_exec where it can work, and --json says which way (`via`).
     """
     client = connect(state_dir, config_file)
     by_pid = target.isascii() and target.isdigit()

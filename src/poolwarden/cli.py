@@ -39,6 +39,27 @@ def _size_option(name: str, value: str) -> int:
         raise click.BadParameter(str(error), param_hint=name) from None
 
 
+def duration(minimum: float = 0.0) -> Callable[[click.Context, click.Parameter, str], float]:
+    """A time option written as the config file writes it ("90s", "20m",
+    "1h30m") or as plain seconds ("90", "0.5"), with a lower bound: the
+    option's callback, which turns it into seconds."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str) -> float:
+        from poolwarden.units import format_duration, parse_duration
+
+        try:
+            seconds = parse_duration(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error), ctx, param) from None
+        if seconds < minimum:
+            raise click.BadParameter(
+                f"{value!r} is less than {format_duration(minimum)}", ctx, param
+            )
+        return seconds
+
+    return convert
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -121,24 +142,28 @@ def main() -> None:
 )
 @click.option(
     "--keepalive-timeout",
-    default=75.0,
+    default="75s",
     show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds an idle keep-alive connection is kept.",
+    metavar="DURATION",
+    callback=duration(),
+    help="How long an idle keep-alive connection is kept.",
 )
 @click.option(
     "--head-timeout",
-    default=10.0,
+    default="10s",
     show_default=True,
-    type=click.FloatRange(0.1),
-    help="Seconds a client has to send a request head (else 408).",
+    metavar="DURATION",
+    callback=duration(0.1),
+    help="How long a client has to send a request head (else 408).",
 )
 @click.option(
     "--startup-time-limit",
-    default=90.0,
+    default="90s",
     show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds a worker has to load the app before it is killed (0: no limit).",
+    metavar="DURATION",
+    callback=duration(),
+    help="How long a worker has to load the app; past it its stacks are dumped and it is "
+    "killed (0: no limit).",
 )
 @click.option(
     "--max-requests",
@@ -155,32 +180,36 @@ def main() -> None:
 )
 @click.option(
     "--ping-interval",
-    default=30.0,
+    default="30s",
     show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds between pings of each worker (0: no pings).",
+    metavar="DURATION",
+    callback=duration(),
+    help="Time between pings of each worker (0: no pings).",
 )
 @click.option(
     "--ping-response-time",
-    default=90.0,
+    default="90s",
     show_default=True,
-    type=click.FloatRange(0.01),
-    help="Seconds a worker has to answer a ping before it is declared hung, its stacks "
+    metavar="DURATION",
+    callback=duration(0.01),
+    help="How long a worker has to answer a ping before it is declared hung, its stacks "
     "dumped, and it is killed.",
 )
 @click.option(
     "--shutdown-time-limit",
-    default=90.0,
+    default="90s",
     show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds workers get to finish at shutdown before they are killed.",
+    metavar="DURATION",
+    callback=duration(),
+    help="How long workers get to finish at shutdown before they are killed.",
 )
 @click.option(
     "--request-timeout",
-    default=0.0,
+    default="0",
     show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds a request may run; past it the client gets 504 and the request's stack "
+    metavar="DURATION",
+    callback=duration(),
+    help="How long a request may run; past it the client gets 504 and the request's stack "
     "is logged (0: no limit).",
 )
 @click.option(
@@ -192,10 +221,11 @@ def main() -> None:
 )
 @click.option(
     "--idle-timeout",
-    default=0.0,
+    default="0",
     show_default=True,
-    type=click.FloatRange(0),
-    help="Stop the worker after this many seconds without a request; the next request "
+    metavar="DURATION",
+    callback=duration(),
+    help="Stop the worker after this long without a request; the next request "
     "starts it again (0: keep it running).",
 )
 @click.option(

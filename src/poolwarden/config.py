@@ -109,7 +109,10 @@ Command = Annotated[list[str], msgspec.Meta(min_length=1)]
 """A program and its arguments, run without a shell."""
 HealthPath = Annotated[
     str,
-    msgspec.Meta(pattern=r"^/[!-~]*\Z", extra={_DESCRIBE: 'a path such as "/healthz"'}),
+    msgspec.Meta(
+        pattern=r"^/[!\"$->@-~]*\Z",
+        extra={_DESCRIBE: 'a path such as "/healthz" (no query, no fragment)'},
+    ),
 ]
 Argument = Annotated[str, msgspec.Meta(min_length=1, extra={_DESCRIBE: "a non-empty string"})]
 
@@ -161,8 +164,9 @@ class ServerConfig(_Section, frozen=True, kw_only=True):
     front_end_log_backups: Count = 5
     """Rotated front-end logs kept."""
     health_path: HealthPath | None = None
-    """Reserved: the front end is to answer it on every binding with the
-    server's readiness; validated, not yet acted on."""
+    """Answered by the front end on every binding, whatever the Host, with
+    the server's readiness (200, or 503 while a pool is disabled or fails to
+    start), for load balancers and readiness probes; never sent to an app."""
 
 
 class ApplicationConfig(_Section, frozen=True, kw_only=True):
@@ -184,8 +188,9 @@ class SiteConfig(_Section, frozen=True, kw_only=True):
 
 
 class ProcessModelConfig(_Section, frozen=True, kw_only=True):
-    """`[pools.NAME.process_model]`: IIS's processModel. Reserved for the
-    activation service; only `shutdown_time_limit` is acted on today."""
+    """`[pools.NAME.process_model]`: IIS's processModel, with its defaults:
+    how long a worker may take to start, stop and answer a ping, how long it
+    may sit idle, and how long one request may run."""
 
     idle_timeout: Duration = 20 * _MINUTE
     """Stop a worker idle this long (IIS: 20 min; 0 = never)."""
@@ -357,7 +362,8 @@ class Config:
                     ),
                 )
                 for name, site in self.sites.items()
-            ]
+            ],
+            health_path=self.server.health_path,
         )
 
     def pool_settings(self, name: str) -> PoolSettings:

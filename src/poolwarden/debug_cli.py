@@ -4,6 +4,8 @@ Options `Debugger` value, and `windbg -p PID`)."""
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
 from typing import Any
 
@@ -21,6 +23,8 @@ from poolwarden.control_client import ControlClient, ControlClientError
 
 WAIT_FOR_WORKER = 120.0
 """Seconds `debug connect` waits for a worker to start listening."""
+WAIT_FOR_DEBUGPY = 10.0
+"""Seconds `debug startup --adapter debugpy` waits to print the worker's port."""
 
 
 @click.group("debug", short_help="Debug a worker: attach, or start the next one under pdb.")
@@ -32,15 +36,34 @@ def debug_group() -> None:
 
 @debug_group.command("startup", short_help="The pool's next worker waits for a debugger.")
 @click.argument("pool")
-@click.option("--adapter", type=click.Choice(["pdb", "debugpy"]), default="pdb", show_default=True)
+@click.option(
+    "--adapter",
+    type=click.Choice(["pdb", "debugpy"]),
+    help="The debug server the worker opens before it loads the app  [default: pdb, "
+    "none with --wrapper alone]",
+)
+@click.option(
+    "--wrapper",
+    metavar="COMMAND",
+    help='Start the worker under this command, e.g. "gdb -batch -ex run -ex bt --args" '
+    "(py-spy record, strace, valgrind); its output is captured like the worker's.",
+)
 @click.option("--keep", is_flag=True, help="Every next worker, until `debug off` (default: one).")
 @click.option("--start", is_flag=True, help="Start the pool first if it is disabled or stopped.")
+@click.option(
+    "--wait",
+    default=WAIT_FOR_DEBUGPY,
+    show_default=True,
+    help="debugpy: seconds to wait for the worker's port, to print it.",
+)
 @server_options
 def startup_command(
     pool: str,
-    adapter: str,
+    adapter: str | None,
+    wrapper: str | None,
     keep: bool,
     start: bool,
+    wait: float,
     state_dir: str | None,
     config_file: str | None,
     as_json: bool,
@@ -49,8 +72,13 @@ def startup_command(
     worker at once; an on-demand pool with the next request. While it waits
     or is debugged, its start-up time limit and pings are suspended and its
     failures do not count toward rapid-fail protection."""
+    words = _wrapper_words(wrapper)
+    if adapter is None and not words:
+        adapter = "pdb"
     client = connect(state_dir, config_file)
-    query = f"?adapter={adapter}&keep={int(keep)}&start={int(start)}"
+    query = f"?adapter={adapter or ''}&keep={int(keep)}&start={int(start)}"
+    if words:
+        query += f"&wrapper={_quote(shlex.join(words))}"
     try:
         body = client.post(f"/v1/pools/{_quote(pool)}/debug{query}")
     except ControlClientError as error:
@@ -60,11 +88,60 @@ def startup_command(
     if as_json:
         print_json(body)
         return
+    how = [f"starts under `{shlex.join(words)}`"] if words else []
+    if adapter:
+        how.append(f"waits for {adapter} before it loads the app")
     click.echo(
-        f"pool {pool!r}: the next worker waits for {adapter} before it loads the app"
+        f"pool {pool!r}: the next worker {' and '.join(how)}"
         + (" (every next worker, until `poolwarden debug off`)" if keep else "")
     )
-    click.echo(f"connect with: poolwarden debug connect {pool}")
+    if adapter == "pdb":
+        click.echo(f"connect with: poolwarden debug connect {pool}")
+    elif adapter == "debugpy":
+        # The port is the worker's to pick: an always-running pool's worker
+        # starts now, so wait a little and print it.
+        deadline = time.monotonic() + wait
+        while True:
+            listening = _find_listener(_debug_status(client), pool, ("debugpy",))
+            if listening is not None:
+                click.echo(_debugpy_how_to(listening))
+                break
+            if time.monotonic() >= deadline:
+                click.echo(
+                    "its port is printed by `poolwarden debug connect "
+                    f"{pool}` once the worker listens (an on-demand pool starts it with the "
+                    "next request)"
+                )
+                break
+            time.sleep(0.1)
+    else:
+        click.echo("its output goes to the server's log, prefixed with the pool and its pid")
+
+
+def _debugpy_how_to(worker: dict[str, Any]) -> str:
+    host, _, port = str(worker["address"]).rpartition(":")
+    return (
+        f"worker {worker['pid']} waits for a debugpy client on {worker['address']}: "
+        f'attach your editor there (VS Code: "Python Debugger: Attach", host {host}, '
+        f"port {port}); the app loads once it is attached"
+    )
+
+
+def _wrapper_words(wrapper: str | None) -> list[str]:
+    """The wrapper's command line, split as a shell would; a relative path
+    to its program is made absolute here, since the server's working
+    directory is not this one."""
+    if wrapper is None:
+        return []
+    try:
+        words = shlex.split(wrapper)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--wrapper") from None
+    if not words:
+        raise click.BadParameter("an empty command", param_hint="--wrapper")
+    if "/" in words[0]:
+        words[0] = os.path.abspath(os.path.expanduser(words[0]))
+    return words
 
 
 @debug_group.command("connect", short_help="Open the debug session of a pool or worker.")
@@ -81,7 +158,10 @@ def connect_command(
     from poolwarden.debug_client import connect as debug_session
 
     client = connect(state_dir, config_file)
-    waiting = _wait_for_listener(client, target, wait)
+    waiting = _wait_for_listener(client, target, wait, ("pdb", "debugpy"))
+    if waiting["adapter"] == "debugpy":
+        click.echo(_debugpy_how_to(waiting))  # an editor's session, not a terminal's
+        return
     click.echo(f"debugging worker {waiting['pid']} at {waiting['address']}", err=True)
     raise click.exceptions.Exit(debug_session(waiting["address"], pid=waiting["python_pid"]))
 
@@ -137,16 +217,24 @@ def status_command(state_dir: str | None, config_file: str | None, as_json: bool
     for pool in body["pools"]:
         armed = pool["armed"]
         if armed:
+            what = [armed["adapter"]] if armed["adapter"] else []
+            if armed.get("wrapper"):
+                what.append(f"under `{shlex.join(armed['wrapper'])}`")
             lines.append(
-                f"{pool['pool']}: armed ({armed['adapter']}"
+                f"{pool['pool']}: armed ({', '.join(what)}"
                 + (", kept" if armed["keep"] else ", one worker")
                 + f") since {_clock(armed['since'])}"
             )
         for worker in pool["workers"]:
-            where = worker["address"] or "(not listening yet)"
+            if worker["adapter"] == "wrapper":
+                held = f"started under `{shlex.join(worker['wrapper'] or [])}`"
+            else:
+                held = (
+                    f"held by {worker['adapter']} at {worker['address'] or '(not listening yet)'}"
+                )
             lines.append(
-                f"{pool['pool']}: worker {worker['pid']} ({worker['state']}) held by "
-                f"{worker['adapter']} at {where} since {_clock(worker['since'])}"
+                f"{pool['pool']}: worker {worker['pid']} ({worker['state']}) {held} "
+                f"since {_clock(worker['since'])}"
             )
     click.echo("\n".join(lines) if lines else "no debugging armed, no worker debugged")
 
@@ -155,23 +243,41 @@ def _clock(stamp: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "-"
 
 
-def _wait_for_listener(client: ControlClient, target: str, wait: float) -> dict[str, Any]:
+def _debug_status(client: ControlClient) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = client.get("/v1/debug")
+    except ControlClientError as error:
+        _fail_for(error)
+    return body
+
+
+def _find_listener(
+    body: dict[str, Any], target: str, adapters: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """The first worker of pool (or with pid) `target` listening for one of
+    `adapters`, in a `GET /v1/debug` answer."""
+    for pool in body["pools"]:
+        for worker in pool["workers"]:
+            matches = str(worker["pid"]) == target or pool["pool"] == target
+            if matches and worker["address"] and worker["adapter"] in adapters:
+                return dict(worker)
+    return None
+
+
+def _wait_for_listener(
+    client: ControlClient, target: str, wait: float, adapters: tuple[str, ...] = ("pdb",)
+) -> dict[str, Any]:
     """The first worker of pool (or with pid) `target` that listens for a debugger."""
     deadline = time.monotonic() + wait
     told = False
     while True:
-        try:
-            body = client.get("/v1/debug")
-        except ControlClientError as error:
-            _fail_for(error)
+        body = _debug_status(client)
         pools = [p["pool"] for p in body["pools"]]
         if not target.isdigit() and target not in pools:
             fail(f"no pool named {target!r}")
-        for pool in body["pools"]:
-            for worker in pool["workers"]:
-                matches = str(worker["pid"]) == target or pool["pool"] == target
-                if matches and worker["address"] and worker["adapter"] == "pdb":
-                    return dict(worker)
+        found = _find_listener(body, target, adapters)
+        if found is not None:
+            return found
         if time.monotonic() > deadline:
             fail(
                 f"no worker of {target!r} waits for a debugger after {wait:g}s",

@@ -93,13 +93,19 @@ class RoutingTable:
 
     def to_data(self) -> list[dict[str, object]]:
         """Plain data for the workers' Boot message (they route keep-alive
-        requests themselves, to hand back the ones of another pool)."""
+        requests themselves, to hand back the ones of another pool).
+
+        The health path rides in every site's entry: the data keeps the one
+        shape the pools and the channel carry, and a worker only ever sees
+        requests of the sites it serves.
+        """
         return [
             {
                 "name": site.name,
                 "bindings": list(site.bindings),
                 "hostnames": list(site.hostnames),
                 "applications": [[app.path, app.pool] for app in site.applications],
+                "health_path": self.health_path,
             }
             for site in self.sites
         ]
@@ -107,7 +113,10 @@ class RoutingTable:
     @classmethod
     def from_data(cls, data: list[dict[str, object]]) -> RoutingTable:
         sites = []
+        health_path: str | None = None
         for item in data:
+            if isinstance(item.get("health_path"), str):
+                health_path = str(item["health_path"])
             bindings = item["bindings"]
             hostnames = item["hostnames"]
             applications = item["applications"]
@@ -121,16 +130,19 @@ class RoutingTable:
                     applications=tuple(Application(path, pool) for path, pool in applications),
                 )
             )
-        return cls(sites)
+        return cls(sites, health_path)
 
     def single_application(self, pool: str) -> bool:
-        """Every application of every site is one mount of `pool` at `/`:
-        then a worker need not route its keep-alive requests at all."""
+        """Every application of every site is one mount of `pool` at `/`,
+        and no health path is set: then a worker need not route its
+        keep-alive requests at all."""
         apps = {(app.path, app.pool) for site in self.sites for app in site.applications}
-        return apps == {("/", pool)}
+        return apps == {("/", pool)} and self.health_path is None
 
-    def __init__(self, sites: list[Site]) -> None:
+    def __init__(self, sites: list[Site], health_path: str | None = None) -> None:
         self.sites = sites
+        self.health_path = health_path
+        """Routed nowhere: the front end answers it (`server.health_path`)."""
         self._by_binding: dict[str, _SiteChoice] = {}
         self._apps: dict[str, list[Application]] = {}
         for site in sites:
@@ -139,6 +151,8 @@ class RoutingTable:
             self._apps[site.name] = sorted(site.applications, key=lambda app: -len(app.path))
 
     def route(self, binding: str, host: str, path: str) -> Match | None:
+        if path == self.health_path:
+            return None
         choice = self._by_binding.get(binding)
         if choice is None:
             return None

@@ -154,4 +154,5 @@ class ServerSettings(msgspec.Struct, frozen=True):
     front_end_log_backups: int = 5
     health_path: str | None = None
     """A path answered by the front end on every binding with the server's
-    readiness (200, or 503 while a pool is disabled), for load balancers."""
+    readiness (200, or 503 while a pool is disabled or cannot start), for
+    load balancers and readiness probes (`master.health`)."""

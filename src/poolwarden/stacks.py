@@ -15,6 +15,8 @@ import re
 
 import msgspec
 
+from poolwarden.importer import is_app_frame
+
 _THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+) \(most recent call first\):")
 _FRAME = re.compile(r'^  File "(.*)", line (\d+|\?\?\?) in (.*)$')
 
@@ -40,7 +42,8 @@ class RequestInfo(msgspec.Struct, frozen=True):
 class ThreadStack(msgspec.Struct, frozen=True):
     ident: int
     current: bool
-    """The thread the signal interrupted (faulthandler's "Current thread")."""
+    """The thread interrupted to write the dump (faulthandler's "Current
+    thread"): the signal's, or the main thread when it came via remote_exec."""
     frames: list[StackFrame]
     """Most recent call first, as Python's tracebacks print them last."""
     request: RequestInfo | None = None
@@ -122,27 +125,58 @@ def render_tasks(tasks: list[TaskStack]) -> str:
 
 
 def render_threads(threads: list[ThreadStack]) -> str:
-    """Python's own traceback layout, oldest call first, one block a thread."""
-    blocks = []
+    """Python's own traceback layout, oldest call first, one block a thread.
+
+    The threads serving requests come first, longest-running first: they
+    are what a stack is asked for. The rest keep the dump's order, and idle
+    threads with the very same stack (a server's waiting thread pool) share
+    one block that names each of them, so eight waiting threads do not bury
+    the one that is stuck.
+    """
+    serving = sorted(
+        (thread for thread in threads if thread.request is not None),
+        key=lambda thread: -thread.request.elapsed if thread.request else 0.0,
+    )
+    blocks = [_thread_block([thread]) for thread in serving]
+    alike: dict[tuple[str, tuple[StackFrame, ...]], list[ThreadStack]] = {}
     for thread in threads:
-        title = f"Thread 0x{thread.ident:x}"
-        if thread.name:
-            title += f" ({thread.name})"
-        if thread.request is not None:
-            request = thread.request
-            title += (
-                f" serving {request.method} {request.path} from {request.client}"
-                f" for {request.elapsed:.1f}s"
-            )
-        elif not thread.frames:
-            title += " (no Python frame)"
-        lines = [title + ":"]
-        for frame in reversed(thread.frames):
-            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
-            if frame.line:
-                lines.append(f"    {frame.line}")
-        blocks.append("\n".join(lines))
+        if thread.request is None:
+            alike.setdefault((thread.name, tuple(thread.frames)), []).append(thread)
+    # Then the threads in the app's own code (an event loop blocked by it,
+    # a thread the app started), before poolwarden's and the library's.
+    groups = sorted(alike.values(), key=lambda group: not _in_app_code(group[0]))
+    blocks.extend(_thread_block(group) for group in groups)
     return "\n\n".join(blocks) + "\n"
+
+
+def _in_app_code(thread: ThreadStack) -> bool:
+    return any(is_app_frame(frame.filename) for frame in thread.frames)
+
+
+def _thread_block(group: list[ThreadStack]) -> str:
+    """One stack and the thread(s) it belongs to."""
+    first = group[0]
+    if len(group) == 1:
+        title = f"Thread 0x{first.ident:x}"
+    else:
+        idents = ", ".join(f"0x{thread.ident:x}" for thread in group)
+        title = f"Threads {idents} ({len(group)} with the same stack)"
+    if first.name:
+        title += f" ({first.name})"
+    if first.request is not None:
+        request = first.request
+        title += (
+            f" serving {request.method} {request.path} from {request.client}"
+            f" for {request.elapsed:.1f}s"
+        )
+    elif not first.frames:
+        title += " (no Python frame)"
+    lines = [title + ":"]
+    for frame in reversed(first.frames):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+        if frame.line:
+            lines.append(f"    {frame.line}")
+    return "\n".join(lines)
 
 
 TASKS_BLOCKED_NOTE = (

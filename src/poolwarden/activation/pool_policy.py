@@ -58,7 +58,9 @@ The rules, in the order the driver meets them:
   replacements are killed.
 - **Requests.** A request that no Ready worker can take is queued, or
   refused with a reason code: pool_disabled, startup_failed, startup_timeout,
-  pool_stopped, shutting_down, queue_full.
+  pool_stopped, shutting_down, queue_full. While start-ups fail, a request
+  waits for the next attempt (an on-demand pool makes it for the request,
+  after the back-off) and gets the failure's 503 if that attempt fails.
 
 An event that makes no sense in the current state raises `IllegalTransition`
 naming both, and (unless said otherwise) changes nothing.
@@ -277,6 +279,9 @@ class RequestArrived:
     queued: int
     all_busy: bool = False
     """A Ready worker exists but every one is at capacity: it waits in the queue."""
+    now: float = 0.0
+    """When it arrived (the clock of `WorkerEnded.now`): an on-demand pool whose
+    start-ups fail measures its back-off from the last failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +519,8 @@ class PoolMachine:
     recycling: bool = False
     """A recycle is under way (no other starts: `recycling.decide`)."""
     respawn_pending: bool = False
+    last_failure_at: float | None = None
+    """When the last counted failure ended (`WorkerEnded.now`)."""
     last_failure_timed_out: bool = False
     """The last start-up failure was the start-up time limit (503 startup_timeout)."""
     workers: dict[int, WorkerView] = field(default_factory=dict)
@@ -642,8 +649,16 @@ class PoolMachine:
         return []
 
     def _resume(self, event: Resume) -> list[Action]:
-        if self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+        if self.state is PoolState.STARTED:
             return []
+        if self.state is PoolState.STARTUP_FAILED:
+            # An administrator says the cause is fixed: try again now, with
+            # no back-off and a fresh rapid-fail window.
+            self.failures = FailureWindow()
+            self.consecutive_failures = 0
+            self.last_failure_at = None
+            self.state = PoolState.STARTED
+            return [*self._cancel_respawn(), *self._start_workers()]
         if self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
             raise IllegalTransition(self.state, event, "the pool is shutting down")
         self.failures = FailureWindow()
@@ -783,6 +798,7 @@ class PoolMachine:
             view.phase = WorkerPhase.EXITED
         if not event.counts_as_failure or (view is not None and view.debugged):
             return []  # planned, or a debugger held it: not the app's failure
+        self.last_failure_at = event.now
         return self._count_failure(event.now)
 
     def _orphaned(self, event: WorkerOrphaned) -> list[Action]:
@@ -855,6 +871,7 @@ class PoolMachine:
             ):
                 self.recycling = False
             return actions  # replaced: its successor is already there
+        queued = event.queued
         if not view.ever_ready:
             if not view.debugged:
                 self.consecutive_failures += 1
@@ -863,6 +880,7 @@ class PoolMachine:
             elif not self.any_ready:
                 self.state = PoolState.STARTUP_FAILED
                 actions.append(RefuseQueue(self.failure_reason()))
+                queued = 0  # answered: an on-demand pool waits for the next request
             if (
                 not event.reported_startup_failure
                 and not event.killed_by_master
@@ -873,7 +891,7 @@ class PoolMachine:
                 actions.append(ReportStartupFailure("died_before_ready"))
         if self.recycling:
             return actions
-        return actions + self._schedule_respawn(event.queued)
+        return actions + self._schedule_respawn(queued)
 
     def _abort_recycle(self) -> list[Action]:
         """A replacement failed to start: the old workers keep serving, and
@@ -899,7 +917,7 @@ class PoolMachine:
         if state is PoolState.DISABLED:
             return [Refuse("pool_disabled")]
         if state is PoolState.STARTUP_FAILED:
-            return [Refuse(self.failure_reason())]
+            return self._request_while_failing(event)
         if state is not PoolState.STARTED:
             return [Refuse(self.stopped_reason())]
         if event.queued >= self.config.queue_length:
@@ -909,6 +927,27 @@ class PoolMachine:
         if not starting and len(serving) < self.config.processes and not self.stopping_first:
             return [Enqueue(), *self._spawn(1)]  # on demand: the first request starts a worker
         return [Enqueue()]
+
+    def _request_while_failing(self, event: RequestArrived) -> list[Action]:
+        """No worker could start lately. The request waits for the next
+        attempt, and gets the failure's 503 if that one fails too (or when
+        its wait passes the start-up time limit): a start that succeeds
+        serves it. An on-demand pool makes its next attempt because of the
+        request, once the back-off since the last failure has run out, so
+        a crash loop driven by requests reaches rapid-fail protection as one
+        driven by `always_running` does."""
+        if event.queued >= self.config.queue_length:
+            return [Refuse("queue_full")]
+        starting = any(self.workers[id].phase is WorkerPhase.STARTING for id in self.serving)
+        if starting or self.respawn_pending:
+            return [Enqueue()]
+        if self.config.always_running or len(self.serving) >= self.config.processes:
+            return [Refuse(self.failure_reason())]  # nothing to wait for
+        delay = restart_delay(self.consecutive_failures)
+        if self.last_failure_at is not None:
+            delay = max(0.0, delay - (event.now - self.last_failure_at))
+        self.respawn_pending = True
+        return [Enqueue(), ScheduleRespawn(delay)]
 
     # helpers
 

@@ -11,7 +11,7 @@ are in the range 2000-2099:
 | 2000-2009 | the server (master) itself             |
 | 2010-2019 | pools                                  |
 | 2020-2039 | worker processes                       |
-| 2040-2049 | requests (reserved)                    |
+| 2040-2049 | requests                               |
 | 2050-2059 | configuration                          |
 | 5000-5999 | WAS numbers, same meaning as in IIS    |
 
@@ -352,7 +352,7 @@ _ENTRIES: tuple[EventType, ...] = (
             "End it when done: `kill -KILL {pid}`.",
         ),
     ),
-    # --- requests (reserved) ---------------------------------------------------------
+    # --- requests ------------------------------------------------------------------
     EventType(
         id=2040,
         name="request_timeout",
@@ -444,6 +444,8 @@ _ENTRIES: tuple[EventType, ...] = (
             "See the failures that counted: `poolwarden events --pool {pool} --level error`.",
             "Group them by cause: `poolwarden events --groups --pool {pool}`.",
             "Read one of them whole: `poolwarden events show SEQ`.",
+            "Break in before the app loads: `poolwarden debug startup {pool} --start`, then "
+            "`poolwarden debug connect {pool}` (docs/troubleshooting.md).",
             _START,
         ),
         iis=True,
@@ -530,7 +532,7 @@ _ENTRIES: tuple[EventType, ...] = (
         causes=(
             "The app waits at import for a service that does not answer (no time-out).",
             "Heavy work at import (loading models, warming caches) longer than the limit.",
-            "The worker waits in a debugger (`poolwarden debug startup`): raise the limit.",
+            "A `launch_wrapper` that slows the worker down (valgrind, strace): raise the limit.",
         ),
         next_steps=(
             _SHOW + " The crash dump shows where the start-up was stuck.",
@@ -646,13 +648,14 @@ _ENTRIES: tuple[EventType, ...] = (
         name="recycle_unhealthy",
         level="info",
         category="recycle",
-        title="A worker is recycled: the app reported itself unhealthy",
-        meaning="Kept for an app health check: the app reports it cannot serve and the "
-        "worker is replaced.",
-        causes=("The app's own health check failed.",),
-        next_steps=(_SHOW,),
+        title="A worker is recycled: it is unhealthy (a request ran past its time-out)",
+        meaning="The worker is replaced with overlap because it is no longer sound: a "
+        "request ran past `process_model.request_timeout` with `request_timeout_action = "
+        '"recycle"` (event 2040 has the request and its stack). Written when '
+        "`recycling.log_event_on_recycle` lists `unhealthy`.",
+        causes=("A request stuck past `request_timeout` (a lock, a call with no time-out).",),
+        next_steps=(_SHOW, "Event 2040 just before it shows the stuck request's stack."),
         iis=True,
-        reserved=True,
     ),
     EventType(
         id=5079,

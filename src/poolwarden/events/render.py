@@ -364,6 +364,20 @@ def _tail_lines(title: str, tail: Any) -> list[str]:
     )
 
 
+def _evidence_lines(details: dict[str, Any], source: SourceLookup) -> list[str]:
+    """How a worker ended and everything it left: its event's sections."""
+    lines = _section(
+        "How it ended" if "who" in details else "Context", _fields(_ending_rows(details))
+    )
+    lines += _startup_failure_lines(details.get("startup_failure"), source)
+    lines += _exception_lines(details.get("exception"), source)
+    lines += _crash_lines(details.get("crash"), source)
+    lines += _in_flight_lines(details.get("in_flight"))
+    lines += _tail_lines("Last stderr lines", details.get("stderr_tail"))
+    lines += _tail_lines("Last stdout lines", details.get("stdout_tail"))
+    return lines
+
+
 def format_event(
     event: Event, tz: tzinfo | None = None, source: SourceLookup = read_source_line
 ) -> str:
@@ -385,16 +399,22 @@ def format_event(
         rows.append(("fingerprint", event.fingerprint))
     lines += _fields(rows)
     details = event.details
-    lines += _section(
-        "How it ended" if "who" in details else "Context", _fields(_ending_rows(details))
-    )
-    lines += _startup_failure_lines(details.get("startup_failure"), source)
-    lines += _exception_lines(details.get("exception"), source)
-    lines += _crash_lines(details.get("crash"), source)
-    lines += _in_flight_lines(details.get("in_flight"))
-    lines += _tail_lines("Last stderr lines", details.get("stderr_tail"))
-    lines += _tail_lines("Last stdout lines", details.get("stdout_tail"))
-    other = [(key, value) for key, value in details.items() if key not in KNOWN_DETAILS]
+    lines += _evidence_lines(details, source)
+    last = details.get("last_failure_details")
+    if isinstance(last, dict):
+        # Rapid-fail protection (5002) carries the last failure's evidence:
+        # shown as that failure's own event shows it, so this one event tells why.
+        seq = details.get("last_failure_seq")
+        title = "The last failure" + (f" (event {seq})" if seq is not None else "")
+        lines += _section(title, _indent(_text(details.get("last_failure"))))
+        lines += _evidence_lines(last, source)
+    other = [
+        (key, value)
+        for key, value in details.items()
+        if key not in KNOWN_DETAILS
+        and not (key == "last_failure_details" and isinstance(last, dict))
+        and not (key == "last_failure" and isinstance(last, dict))
+    ]
     lines += _section(
         "Other details",
         [

@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import socket
 import stat
 import struct
@@ -98,8 +99,9 @@ class ControlTarget(Protocol):
         ...
 
     def health(self) -> dict[str, Any]:
-        """{"status": "ok"|"degraded"|"draining", "pools": {name: state}}; degraded
-        when any pool is disabled or stopped by failure."""
+        """{"status": "ok"|"degraded"|"draining", "pools": {name: state},
+        "not_ready": {name: {"state", "reason", "event"}}}; degraded when any
+        pool is disabled or stopped by failure (`master.health.judge`)."""
         ...
 
     def pools(self) -> list[dict[str, Any]]:
@@ -121,9 +123,18 @@ class ControlTarget(Protocol):
         active_requests, rss (bytes|None), cpu_percent (float|None)."""
         ...
 
-    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
-        """Arm start-up debugging of pool `name` (`start`: re-enable a disabled
-        pool first); the pool's debug status. KeyError, ValueError (disabled)."""
+    def debug_startup(
+        self,
+        name: str,
+        adapter: str | None,
+        keep: bool,
+        start: bool,
+        wrapper: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """Arm start-up debugging of pool `name`: a debug server (`adapter`),
+        a command in front of the worker (`wrapper`), or both (`start`:
+        re-enable a disabled pool first); the pool's debug status. KeyError,
+        ValueError (disabled, or the wrapper's program is not found)."""
         ...
 
     def debug_off(self, name: str) -> dict[str, Any]:
@@ -156,8 +167,10 @@ class ControlTarget(Protocol):
         worker of this server.
 
         {"pid", "pool", "interface" ("wsgi"|"asgi"|None before it is ready),
-        "threads": [{"ident" (int, as faulthandler prints it), "name" (str,
-        only when known), "current" (bool: the thread the signal interrupted),
+        "via" ("remote_exec"|"signal": which way the dump came, see
+        `stack_capture`), "threads": [{"ident" (int, as faulthandler prints
+        it), "name" (str, only when known), "current" (bool: the thread
+        interrupted to write the dump; the main thread via remote_exec),
         "frames": [{"filename", "lineno", "name", "line"}] most recent first,
         "request": {"method", "path", "client", "elapsed", "response_started"}
         | None (the request the thread serves: WSGI)}] (empty when the worker
@@ -238,7 +251,7 @@ ROUTES: list[Route] = [
         "/v1/pools/{name}/debug",
         "debug_startup",
         "Arm start-up debugging: the pool's next worker waits for a debugger.",
-        query=("adapter", "keep", "start"),
+        query=("adapter", "keep", "start", "wrapper"),
     ),
     Route("POST", "/v1/pools/{name}/debug/off", "debug_off", "Disarm start-up debugging."),
     Route("GET", "/v1/debug", "debug_status", "What is armed, and which workers are debugged."),
@@ -757,15 +770,19 @@ class ControlServer:
 
     async def _debug_startup(self, params: dict[str, str], query: dict[str, str]) -> Answer:
         name = params["name"]
-        adapter = query.get("adapter", "pdb")
-        if adapter not in ("pdb", "debugpy"):
+        try:
+            wrapper = tuple(shlex.split(query.get("wrapper", "")))
+        except ValueError as error:
+            raise ApiError(400, "invalid_parameter", f"wrapper: {error}") from None
+        adapter: str | None = query.get("adapter", "" if wrapper else "pdb") or None
+        if adapter not in (None, "pdb", "debugpy"):
             raise ApiError(
                 400, "invalid_parameter", f"adapter must be pdb or debugpy, got {_show(adapter)}"
             )
         keep = query.get("keep", "0") in ("1", "true")
         start = query.get("start", "0") in ("1", "true")
         try:
-            return Answer(200, self.target.debug_startup(name, adapter, keep, start))
+            return Answer(200, self.target.debug_startup(name, adapter, keep, start, wrapper))
         except KeyError:
             raise _unknown_pool(name) from None
         except ValueError as error:

@@ -7,12 +7,20 @@
                  parse (httptools) ─bad─▶ 400, answered here
                       │
                       ▼
+                 the health path? ─yes─▶ 200 / 503 / 405, answered here (any Host)
+                      │ no
+                      ▼
                  route(head) ─▶ pool.dispatch(sock, Dispatch)   (never waits for a worker)
 ```
 
 The front end reads only the head, never the body, and never proxies: the
 worker gets the socket itself with the bytes already read, and answers the
 client directly. Requests answered here never reach a worker.
+
+The health path (`server.health_path`) is answered before routing, on every
+binding and whatever the `Host`, because a probe may name the host by its
+address; no application can have it. Like every answer given here it goes
+to the front-end log, never to the access log the workers write.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
 from poolwarden.master.binding import Listener
 from poolwarden.master.frontend_log import FrontEndLog
+from poolwarden.master.health import Readiness, health_answer
 
 log = logging.getLogger("poolwarden.frontend")
 
@@ -58,6 +67,18 @@ class Route:
 Router = Callable[[Listener, RequestHead], Route | None]
 
 
+class HealthPath:
+    """`server.health_path`: the path, and how to learn the server's readiness."""
+
+    __slots__ = ("path", "readiness", "text")
+
+    def __init__(self, text: str, readiness: Callable[[], Readiness]) -> None:
+        self.text = text
+        self.path = text.encode("latin-1")
+        """Compared with the request's path as it was sent (no query, not unquoted)."""
+        self.readiness = readiness
+
+
 class PendingHead:
     """A connection whose first head has not fully arrived yet."""
 
@@ -79,12 +100,15 @@ class FrontEnd:
         limits: HeadLimits,
         router: Router,
         frontend_log: FrontEndLog | None = None,
+        health: HealthPath | None = None,
     ) -> None:
         self.loop = loop
         self.listeners = listeners
         self.limits = limits
         self.router = router
         self.frontend_log = frontend_log
+        self.health = health
+        """Set again by a reload that changes `server.health_path`."""
         self.pending: dict[int, PendingHead] = {}
         self.answered = 0
         self._conn_ids = itertools.count(1)
@@ -229,7 +253,39 @@ class FrontEnd:
         body = f"{HTTPStatus(status).phrase}: {message}\n"
         answer_and_close(self.loop, pending.sock, simple_response(status, body, reason_code=reason))
 
+    def _answer_health(self, pending: PendingHead, head: RequestHead, health: HealthPath) -> None:
+        """The health path: readiness from the master's own state, no worker asked."""
+        self.answered += 1
+        status, reason, response = health_answer(head.method, health.text, health.readiness())
+        if self.frontend_log is not None:
+            self.frontend_log.write(
+                client=pending.peer,
+                site="",
+                host=head.host,
+                method=head.method,
+                path=health.text,
+                status=status,
+                reason=reason,
+                pool="",
+            )
+        # A probe asks every few seconds: its ready answers would bury the
+        # master's log; the front-end log has every one of them.
+        log.log(
+            logging.DEBUG if status == 200 else logging.INFO,
+            "%s %s:%s %s %s (health path)",
+            pending.listener.text,
+            pending.peer[0],
+            pending.peer[1],
+            status,
+            reason,
+        )
+        answer_and_close(self.loop, pending.sock, response)
+
     def _route(self, pending: PendingHead, head: RequestHead) -> None:
+        health = self.health
+        if health is not None and head.path == health.path:
+            self._answer_health(pending, head, health)
+            return
         listener = pending.listener
         route = self.router(listener, head)
         if route is None:

@@ -2,7 +2,8 @@
 
 IIS keeps these in its HTTPERR log, apart from the sites' own logs: requests
 refused for their form (400, 408, 414, 431), for which no application exists
-(404), or for the state of their pool (503 with a reason). A line is
+(404), or for the state of their pool (503 with a reason), and the answers
+of the health path (`server.health_path`). A line is
 space-separated fields, `-` where a field is unknown:
 
     2026-11-25 21:40:00 127.0.0.1 51234 main example.test GET /api/x 503 queue_full api

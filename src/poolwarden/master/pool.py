@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import socket
 import struct
 import time
@@ -104,12 +105,20 @@ def policy_config(settings: PoolSettings) -> PoolConfig:
 
 @dataclass(frozen=True, slots=True)
 class DebugArm:
-    """`poolwarden debug startup`: the adapter the next worker waits for, and
-    whether every following worker does too (`--keep`)."""
+    """What `poolwarden debug startup` armed: a debug server the next worker
+    opens before it loads the app, a command it starts under (IIS's Image
+    File Execution Options `Debugger`), or both."""
 
-    adapter: str
+    adapter: str | None
     keep: bool
     since: float
+    wrapper: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [f"under `{shlex.join(self.wrapper)}`"] if self.wrapper else []
+        if self.adapter:
+            parts.append(f"waiting for {self.adapter}")
+        return " and ".join(parts)
 
 
 @dataclass(slots=True)
@@ -244,8 +253,9 @@ class Pool:
 
     def resume(self) -> None:
         """`poolwarden pool start`: serve again after a stop, or after rapid-fail
-        protection disabled the pool (its failure window starts afresh)."""
-        if self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
+        protection disabled the pool, or try again at once after start-ups
+        failed (its failure window starts afresh)."""
+        if self.state is PoolState.STARTED:
             return
         self.disabled_seq = None
         if self._auto_restart is not None:
@@ -494,11 +504,11 @@ class Pool:
         else:
             self.recycle_worker(worker, action.why, action.reason, _RECYCLE_EVENTS[action.reason])
 
-    def arm_debug(self, adapter: str, keep: bool) -> None:
+    def arm_debug(self, adapter: str | None, keep: bool, wrapper: tuple[str, ...] = ()) -> None:
         """`poolwarden debug startup`: the next worker waits for a debugger
-        before it loads the app. An always-running pool gets that worker now
-        (it replaces the oldest, with overlap); an on-demand pool when the
-        next request arrives."""
+        before it loads the app, or starts under `wrapper` (or both). An
+        always-running pool gets that worker now (it replaces the oldest, with
+        overlap); an on-demand pool when the next request arrives."""
         try:
             actions = self.machine.handle(policy.DebugArmed())
         except policy.IllegalTransition:
@@ -506,9 +516,10 @@ class Pool:
                 f"pool {self.name!r} is disabled by rapid-fail protection; "
                 "start it again with the debugger armed (--start)"
             ) from None
-        self.debug_armed = DebugArm(adapter, keep, time.time())
-        self.last_event = f"debug startup armed ({adapter})"
-        log.info("pool %s: the next worker starts under %s", self.name, adapter)
+        armed = DebugArm(adapter, keep, time.time(), wrapper)
+        self.debug_armed = armed
+        self.last_event = f"debug startup armed ({armed.describe()})"
+        log.info("pool %s: the next worker starts %s", self.name, armed.describe())
         for action in actions:
             replaced = self._worker(action.id) if isinstance(action, policy.Retire) else None
             if replaced is not None:
@@ -526,12 +537,18 @@ class Pool:
             "pool": self.name,
             "armed": None
             if armed is None
-            else {"adapter": armed.adapter, "keep": armed.keep, "since": armed.since},
+            else {
+                "adapter": armed.adapter,
+                "keep": armed.keep,
+                "since": armed.since,
+                "wrapper": list(armed.wrapper) or None,
+            },
             "workers": [
                 {
                     "pid": worker.pid,
                     "python_pid": worker.python_pid,
                     "adapter": worker.debugging,
+                    "wrapper": list(worker.settings.launch_wrapper) or None,
                     "address": worker.debug_address,
                     "since": worker.debug_since,
                     "state": worker.state.value,
@@ -603,15 +620,18 @@ class Pool:
     def _spawn(self) -> None:
         if not self.machine.may_spawn:
             return  # a failure reported by an earlier spawn stopped the pool
-        boot = self._boot
+        boot, settings = self._boot, self.settings
         armed = self.debug_armed
         if armed is not None:
-            boot = msgspec.structs.replace(boot, debug=armed.adapter)
+            if armed.adapter:
+                boot = msgspec.structs.replace(boot, debug=armed.adapter)
+            if armed.wrapper:
+                settings = msgspec.structs.replace(settings, launch_wrapper=armed.wrapper)
             if not armed.keep:
                 self.debug_armed = None  # one worker, then it switches itself off
         worker = WorkerProcess(
             self.loop,
-            self.settings,
+            settings,
             boot=boot,
             state_dir=self.server.state_dir,
             access_log_fd=self.access_log_fd,
@@ -625,6 +645,11 @@ class Pool:
             on_loop_lag=self._loop_lagged,
             on_debugged=self._worker_debugged,
         )
+        if armed is not None and armed.wrapper and not armed.adapter:
+            # A worker under a debugger's wrapper runs slowly or stops at
+            # breakpoints: no start-up limit, no pings, failures not counted.
+            worker.debugging = "wrapper"
+            worker.debug_since = time.time()
         try:
             worker.spawn()
         except OSError as error:
@@ -680,7 +705,8 @@ class Pool:
             if worker is not None:
                 self._grow_if_busy()
                 all_busy = True  # it waits in the queue
-        for action in self.machine.handle(policy.RequestArrived(len(self.queue), all_busy)):
+        arrived = policy.RequestArrived(len(self.queue), all_busy, time.monotonic())
+        for action in self.machine.handle(arrived):
             if isinstance(action, policy.Refuse):
                 self._refuse(sock, message, action.reason)
             elif isinstance(action, policy.Enqueue):
@@ -965,11 +991,12 @@ class Pool:
                 details={**classification.details, "rapid_fail": where},
             )
         seq = self.events.worker_ended(classification)
-        self._apply(actions, evidence=(classification.message, classification.details, seq))
         if seq is not None:
             self.last_event = f"{classification.event_id} #{seq}"
             if not worker.ever_ready:
                 self.last_failure_seq = seq
+        # Last: a disable these actions bring is the newer news (5002).
+        self._apply(actions, evidence=(classification.message, classification.details, seq))
         return seq
 
     def _worker_orphaned(self, worker: WorkerProcess, reason: EndedBy, stacks: str) -> int | None:

@@ -27,6 +27,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -51,8 +52,9 @@ from poolwarden.master.control import (
     start_control_server,
 )
 from poolwarden.master.event_log import PRUNE_EVERY, EventLog
-from poolwarden.master.frontend import FrontEnd, Route
+from poolwarden.master.frontend import FrontEnd, HealthPath, Route
 from poolwarden.master.frontend_log import FrontEndLog
+from poolwarden.master.health import Readiness, facts_of, judge
 from poolwarden.master.pool import Pool, PoolState, StopReason
 from poolwarden.master.worker_process import WorkerProcess
 from poolwarden.routing import RoutingTable
@@ -166,7 +168,12 @@ class Master:
         for settings in self.pool_settings:
             self.pools[settings.name] = self._new_pool(settings)
         self.frontend = FrontEnd(
-            loop, self.listeners, self.server.head_limits, self._route, self.frontend_log
+            loop,
+            self.listeners,
+            self.server.head_limits,
+            self._route,
+            self.frontend_log,
+            self._health_path(self.server.health_path),
         )
         try:
             control = await self._start_control(loop)
@@ -352,6 +359,10 @@ class Master:
             return None
         return Route(target.dispatch, match.script_name, match.site.name)
 
+    def _health_path(self, path: str | None) -> HealthPath | None:
+        """What the front end answers `server.health_path` with (None: not set)."""
+        return None if path is None else HealthPath(path, self.readiness)
+
     # reload
 
     async def _reload_from_signal(self) -> None:
@@ -405,6 +416,9 @@ class Master:
             pool.set_routes(routes)
         self._close_old_listeners(new_server.binds)
         self.frontend.limits = new_server.head_limits
+        if new_server.health_path != self.config.server.health_path:
+            self.frontend.health = self._health_path(new_server.health_path)
+            log.info("health path: %s", new_server.health_path or "none")
         self.config = new
         result = {
             "added": diff.added,
@@ -465,18 +479,13 @@ class Master:
             "draining": self.stopping,
         }
 
+    def readiness(self) -> Readiness:
+        """The one judgement behind `GET /v1/health` and the health path."""
+        facts = {name: facts_of(pool) for name, pool in self.pools.items()}
+        return judge(facts, draining=self.stopping)
+
     def health(self) -> dict[str, Any]:
-        pools = {name: pool.status()["state"] for name, pool in self.pools.items()}
-        if self.stopping:
-            status = "draining"
-        elif any(
-            pool.state in (PoolState.STARTUP_FAILED, PoolState.DISABLED)
-            for pool in self.pools.values()
-        ):
-            status = "degraded"
-        else:
-            status = "ok"
-        return {"status": status, "pools": pools}
+        return self.readiness().control_body()
 
     def pools_status(self) -> list[dict[str, Any]]:
         return [pool.status() for pool in self.pools.values()]
@@ -498,15 +507,26 @@ class Master:
             raise ValueError(f"unknown action {action!r}")
         return pool.status()
 
-    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
+    def debug_startup(
+        self,
+        name: str,
+        adapter: str | None,
+        keep: bool,
+        start: bool,
+        wrapper: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
         pool = self.pools[name]
         if self.stopping:
             raise ValueError("the server is shutting down")
         if adapter == "debugpy" and importlib.util.find_spec("debugpy") is None:
             raise ValueError("debugpy is not installed: pip install debugpy (or use pdb)")
+        if wrapper:
+            search = pool.settings.env.get("PATH", os.environ.get("PATH", os.defpath))
+            if shutil.which(wrapper[0], path=search) is None:
+                raise ValueError(f"the wrapper's program {wrapper[0]!r} is not found on PATH")
         if start and pool.state.value in ("disabled", "stopped"):
             pool.resume()
-        pool.arm_debug(adapter, keep)
+        pool.arm_debug(adapter, keep, wrapper)
         return pool.debug_status()
 
     def debug_off(self, name: str) -> dict[str, Any]:
@@ -625,14 +645,16 @@ class Master:
         tasks: list[TaskStack] | None = None
         note = None
         if worker.interface == "asgi":
-            threads, tasks = await asyncio.gather(worker.stacks(), worker.task_stacks())
+            captured, tasks = await asyncio.gather(worker.capture_stacks(), worker.task_stacks())
             note = TASKS_BLOCKED_NOTE if tasks is None else None
         else:
-            threads = await worker.stacks()
+            captured = await worker.capture_stacks()
+        threads = captured.threads
         return {
             "pid": worker.pid,
             "pool": pool,
             "interface": worker.interface or None,
+            "via": captured.via,
             "threads": [_thread_dict(thread) for thread in threads],
             "tasks": None if tasks is None else [msgspec.to_builtins(task) for task in tasks],
             "tasks_note": note,
@@ -669,8 +691,15 @@ class ControlAdapter:
     async def pool_action(self, name: str, action: str) -> dict[str, Any]:
         return await self._master.pool_action(name, action)
 
-    def debug_startup(self, name: str, adapter: str, keep: bool, start: bool) -> dict[str, Any]:
-        return self._master.debug_startup(name, adapter, keep, start)
+    def debug_startup(
+        self,
+        name: str,
+        adapter: str | None,
+        keep: bool,
+        start: bool,
+        wrapper: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        return self._master.debug_startup(name, adapter, keep, start, wrapper)
 
     def debug_off(self, name: str) -> dict[str, Any]:
         return self._master.debug_off(name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import os
 import random
@@ -36,11 +37,13 @@ from poolwarden import channel as ch
 from poolwarden.activation import worker_health as health
 from poolwarden.events.classify import EndedBy, WorkerEnd
 from poolwarden.http.responses import simple_response
+from poolwarden.master import remote_exec
 from poolwarden.master.answer import answer_and_close
 from poolwarden.master.core_dumps import CollectedCore, collect_core
 from poolwarden.master.exits import describe_exit
 from poolwarden.master.output import OutputReader
-from poolwarden.master.stack_capture import StackPipe
+from poolwarden.master.remote_exec import RemoteExec
+from poolwarden.master.stack_capture import StackPipe, Via
 from poolwarden.scoreboard import Phase, Scoreboard, SlotView
 from poolwarden.signals import ATTACH_SIGNAL
 from poolwarden.stacks import (
@@ -111,6 +114,13 @@ def read_oom_kills(path: str = OOM_EVENTS) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+class WorkerStacks(msgspec.Struct, frozen=True):
+    """A worker's threads at one moment, and which way their dump came."""
+
+    threads: list[ThreadStack]
+    via: Via
 
 
 class WorkerState(enum.Enum):
@@ -521,10 +531,56 @@ class WorkerProcess:
 
     def attach(self) -> None:
         """`poolwarden debug attach`: the worker opens a pdb server and stops
-        its main thread once a client connects."""
+        its main thread once a client connects.
+
+        Through `sys.remote_exec` where usable (Python 3.14+: no signal
+        handling needed), else with ATTACH_SIGNAL; a remote request the worker
+        has not acted on within REMOTE_WAIT (its main thread is blocked) is
+        followed by the signal, and the worker acts on the first of the two
+        only (`debugger.attach_handler`). The way taken is logged.
+        """
         self._debugged("pdb")
         self.debug_address = None
-        os.kill(self.python_pid, ATTACH_SIGNAL)
+        pid = self.python_pid
+        if not remote_exec.SUPPORTED:
+            self._attach_by_signal(pid, "sys.remote_exec is new in Python 3.14")
+            return
+        self._attaching = self.loop.create_task(self._attach_remotely(pid))
+
+    async def _attach_remotely(self, pid: int) -> None:
+        not_after = time.monotonic() + remote_exec.REMOTE_WAIT
+        verdict = await asyncio.to_thread(
+            self.remote.run, pid, lambda path: remote_exec.attach_script(path, not_after)
+        )
+        if not verdict.usable:
+            self._attach_by_signal(pid, verdict.reason)
+            return
+        log.info(
+            "pool %s: worker %d: attaching a debugger via remote_exec", self.settings.name, pid
+        )
+        self.loop.call_later(max(0.0, not_after - time.monotonic()), self._attach_fallback, pid)
+
+    def _attach_fallback(self, pid: int) -> None:
+        """REMOTE_WAIT is over: unless the worker listens for a debugger by
+        now, its main thread did not run the script; the signal may reach it."""
+        if self.returncode is None and self.debugging == "pdb" and self.debug_address is None:
+            self._attach_by_signal(
+                pid, f"no answer to remote_exec within {remote_exec.REMOTE_WAIT:g}s"
+            )
+
+    def _attach_by_signal(self, pid: int, why: str) -> None:
+        log.info(
+            "pool %s: worker %d: attaching a debugger via signal (%s)", self.settings.name, pid, why
+        )
+        try:
+            os.kill(pid, ATTACH_SIGNAL)
+        except ProcessLookupError:
+            pass  # it ended: its exit is handled as any other
+
+    @functools.cached_property
+    def remote(self) -> RemoteExec:
+        """PEP 768's way into this worker (`stacks`, `attach`), made at first use."""
+        return RemoteExec()
 
     def _follow_health(self, actions: list[health.HealthAction]) -> None:
         """Perform what the health policy (`activation.worker_health`) decided,
@@ -570,11 +626,13 @@ class WorkerProcess:
         self._follow_health(self.health.tick(now))
 
     def _fail(self, reason: EndedBy) -> None:
-        """A worker poolwarden must take out of service: killed (a hang with
-        its stacks dumped first), or kept stopped when `orphan_worker` is on."""
+        """A worker poolwarden must take out of service: killed (a hang or a
+        start-up past its limit with its stacks dumped first, so the event
+        shows the line it was stuck on), or kept stopped when `orphan_worker`
+        is on."""
         if self.settings.orphan_worker:
             self.loop.create_task(self.orphan(reason))
-        elif reason == "hang":
+        elif reason == "hang" or reason == "startup_time_limit":
             self.abort(reason)
         else:
             self.kill(reason)
@@ -639,22 +697,44 @@ class WorkerProcess:
     async def stacks(self) -> list[ThreadStack]:
         """Every thread's Python stack now, each with the request it serves
         (from the scoreboard); empty if the worker did not answer in time."""
+        return (await self.capture_stacks()).threads
+
+    async def capture_stacks(self) -> WorkerStacks:
+        """`stacks()`, and which way the dump came: through `sys.remote_exec`
+        when usable (Python 3.14+), else, or when the worker's main thread did
+        not run it within REMOTE_WAIT, with STACK_SIGNAL (`StackPipe.capture`)."""
         if self.returncode is not None:
-            return []
-        dump = await self.stack_pipe.capture(self.python_pid)
-        if not dump:
-            return []
+            return WorkerStacks([], "signal")
+        pid = self.python_pid
+        request = functools.partial(self._request_stacks, pid) if remote_exec.SUPPORTED else None
+        capture = await self.stack_pipe.capture(pid, request)
+        if not capture.dump:
+            return WorkerStacks([], capture.via)
+        threads = parse_faulthandler(capture.dump)
+        if capture.via == "remote_exec":
+            threads = remote_exec.without_script_frames(threads)
         serving = {slot.thread: slot for slot in self.scoreboard.busy() if slot.thread}
         if self.interface == "asgi":
             serving = {}  # one loop thread serves every request: see task_stacks()
-        return [
-            msgspec.structs.replace(
-                thread,
-                frames=with_source(thread.frames),
-                request=_request_info(serving.get(thread.ident)),
-            )
-            for thread in parse_faulthandler(dump)
-        ]
+        return WorkerStacks(
+            [
+                msgspec.structs.replace(
+                    thread,
+                    frames=with_source(thread.frames),
+                    request=_request_info(serving.get(thread.ident)),
+                )
+                for thread in threads
+            ],
+            capture.via,
+        )
+
+    async def _request_stacks(self, pid: int, token: str, not_after: float) -> bool:
+        verdict = await asyncio.to_thread(
+            self.remote.run, pid, lambda path: remote_exec.stack_script(path, token, not_after)
+        )
+        if not verdict.usable:
+            log.debug("worker %d: stacks via signal: %s", pid, verdict.reason)
+        return verdict.usable
 
     async def task_stacks(self) -> list[TaskStack] | None:
         """An ASGI worker's pending tasks, each with the request it serves;

@@ -5,6 +5,11 @@ outlives its master. `faulthandler` is enabled before the app is imported,
 so a native crash during import still leaves every thread's stack in the
 crash file. The app is loaded last, and its failure is reported as data
 (`StartupFailed`) before the worker exits with `EXIT_STARTUP_FAILED`.
+
+`dump_stacks` and `attach_debugger` are what the master's `sys.remote_exec`
+scripts call (PEP 768, Python 3.14+; `master/remote_exec.py`): the same
+stack dump and debugger attach the signals in `signals.py` ask for, reached
+without signal handling.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from poolwarden import channel as ch
@@ -33,6 +40,13 @@ EXIT_STARTUP_FAILED = 3
 WORKER_BOOT_ERROR is 3 too)."""
 
 _PR_SET_PDEATHSIG = 1
+
+stack_fd: int | None = None
+"""The write end of the stack pipe (argv[6]), once `main` has it: where
+`faulthandler` writes on STACK_SIGNAL and `dump_stacks` on a remote request."""
+
+_attach: Callable[[FrameType | None], None] | None = None
+"""What ATTACH_SIGNAL's handler does, once installed; `attach_debugger` calls it."""
 
 
 def die_with_parent(master_pid: int) -> None:
@@ -79,7 +93,8 @@ def receive_boot(channel: socket.socket) -> ch.Boot:
 
 
 def main(argv: list[str]) -> int:
-    channel_fd, scoreboard_fd, access_log_fd, master_pid, crash_fd, stack_fd = (
+    global stack_fd
+    channel_fd, scoreboard_fd, access_log_fd, master_pid, crash_fd, stack_pipe = (
         int(arg) for arg in argv[:6]
     )
     die_with_parent(master_pid)
@@ -93,8 +108,10 @@ def main(argv: list[str]) -> int:
     # for the process's life, so a crash at any moment can be written.
     faulthandler.enable(file=crash_fd, all_threads=True)
     # `poolwarden stack` and request time-outs: the same C-level dump, on a
-    # signal, into a pipe the master reads; the worker runs on.
-    faulthandler.register(STACK_SIGNAL, file=stack_fd, all_threads=True, chain=False)
+    # signal, into a pipe the master reads; the worker runs on. `dump_stacks`
+    # writes there too, when the master asks through sys.remote_exec.
+    faulthandler.register(STACK_SIGNAL, file=stack_pipe, all_threads=True, chain=False)
+    stack_fd = stack_pipe
     sys.path.insert(0, os.getcwd())
     scoreboard = Scoreboard.attach(scoreboard_fd)
     access_log = AccessLog(access_log_fd, boot.access_log_format) if boot.access_log else None
@@ -145,11 +162,68 @@ def _allow_attach(boot: ch.Boot, channel: socket.socket) -> None:
     0600 Unix socket; the main thread stops there once a client connects."""
     from poolwarden.worker import debugger
 
-    debugger.install_attach_handler(
+    global _attach
+    _attach = debugger.install_attach_handler(
         debugger.ATTACH_SIGNAL,
         lambda: _debug_socket(boot),
         on_listening=lambda path: _send_quietly(channel, ch.DebugWaiting("pdb", path)),
     )
+
+
+# What the master's sys.remote_exec scripts call (master/remote_exec.py). They
+# run in the main thread, between two bytecodes, holding the GIL.
+
+
+def dump_stacks(token: str, not_after: float, script: str) -> None:
+    """Write every thread's stack to the stack pipe, in the envelope of
+    request `token` (`stack_envelope`), in one write.
+
+    `not_after` (CLOCK_MONOTONIC, one clock for every process on the host)
+    is when the master stops waiting and sends STACK_SIGNAL instead; a
+    request reached later does nothing, so it cannot add a second dump to
+    the pipe. The script's file is removed first: it has been read.
+    """
+    _remove_quietly(script)
+    fd = stack_fd
+    if fd is None or time.monotonic() > not_after:
+        return
+    from poolwarden.stack_envelope import wrap
+
+    # faulthandler writes in many small pieces; into memory first, so the
+    # pipe gets the dump whole, in one write no signal's dump can split.
+    memory = os.memfd_create("poolwarden-stacks", os.MFD_CLOEXEC)
+    try:
+        faulthandler.dump_traceback(file=memory, all_threads=True)
+        dump = os.pread(memory, os.fstat(memory).st_size, 0)
+    finally:
+        os.close(memory)
+    data = memoryview(wrap(token, dump))
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def attach_debugger(not_after: float, script: str) -> None:
+    """Do what ATTACH_SIGNAL does: open the pdb server and stop the main
+    thread at the frame the script interrupted, once a client connects.
+
+    A request reached after `not_after` does nothing (the master has sent
+    the signal by then); nor does one while a debugger is attached or
+    awaited (`debugger.attach_handler`), so the signal and this never open
+    two sessions.
+    """
+    _remove_quietly(script)
+    attach = _attach
+    if attach is None or time.monotonic() > not_after:
+        return
+    script_frame = sys._getframe(1)
+    attach(script_frame.f_back or script_frame)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _load_under_debugger(boot: ch.Boot, channel: socket.socket) -> Any:

@@ -22,7 +22,10 @@ Two ways in:
   line that raised, before the failure is reported as usual.
 - `install_attach_handler(ATTACH_SIGNAL, ...)` (`poolwarden debug attach
   PID`): the signal makes a running worker open the same server and stop its
-  main thread at the interrupted frame.
+  main thread at the interrupted frame. On Python 3.14+ the master may ask
+  through `sys.remote_exec` instead (PEP 768: no signal handling needed); its
+  script calls the same function (`attach_handler`) via
+  `bootstrap.attach_debugger`.
 
 Nothing the client does kills the worker: `detach`, `quit` and the client
 going away (EOF) all clear the breakpoints and let the program run on.
@@ -67,6 +70,16 @@ MACHINERY_MODULES: Final = ("importlib", "importlib.*", "_frozen_importlib*", "p
 """Modules `step` never stops in during a startup session: the import system
 and poolwarden itself, so `step` from the break-in point lands on the app's
 first line, as Python's tracebacks hide importlib's frames."""
+
+
+def parent_packages(app: str | None) -> frozenset[str]:
+    """The packages imported before the app's own module: `a` and `a.b` for
+    `a.b.wsgi:app`."""
+    if not app:
+        return frozenset()
+    parts = app.partition(":")[0].split(".")
+    return frozenset(".".join(parts[:end]) for end in range(1, len(parts)))
+
 
 DEFAULT_ATTACH_TIMEOUT: Final = 60.0
 """How long an attach signal keeps the main thread waiting for a client. Long
@@ -311,6 +324,12 @@ class SocketPdb(pdb.Pdb):
         """A poolwarden frame allowed to stop despite `skip`: the break-in point."""
         self.skip_code: set[CodeType] = set()
         """Code never stepped into, such as the caller's `load` lambda."""
+        self.at_app_frame = False
+        """The next post-mortem starts at the app's innermost frame."""
+        self.skip_packages: frozenset[str] = frozenset()
+        """Packages whose import `step` passes through on its way to the app's
+        module (`myproject` for `myproject.wsgi:app`); their code still stops
+        at a breakpoint, and a failure in them still lands in post-mortem."""
         self._interacting = False
         self._sigint_before: Any = signal.getsignal(signal.SIGINT)
         global _current
@@ -412,6 +431,11 @@ class SocketPdb(pdb.Pdb):
             return self.stopframe is None
         if frame.f_code in self.skip_code:
             return False
+        if (
+            frame.f_code.co_name == "<module>"
+            and frame.f_globals.get("__name__") in self.skip_packages
+        ):
+            return False
         if self.skip and (_is_import_machinery(frame) or _inside_import_hook(frame)):
             return False
         return super().stop_here(frame)
@@ -422,6 +446,22 @@ class SocketPdb(pdb.Pdb):
         if frame.f_code.co_name == "<module>":
             return
         super().user_call(frame, argument_list)
+
+    def setup(self, f: FrameType | None, tb: TracebackType | None) -> Any:
+        """pdb's setup; a post-mortem then starts at the app's innermost
+        frame rather than inside the library call that raised (`os.environ`'s
+        `__getitem__` for a missing setting): `down` still goes there."""
+        result = super().setup(f, tb)
+        if self.at_app_frame:
+            self.at_app_frame = False
+            for index in range(len(self.stack) - 1, -1, -1):
+                candidate = self.stack[index][0]
+                if is_app_frame(candidate.f_code.co_filename):
+                    self.curindex = index
+                    self.curframe = candidate
+                    self.curframe_locals = candidate.f_locals
+                    break
+        return result
 
     def interaction(self, frame: FrameType | None, traceback: TracebackType | None) -> None:
         if not self.attached:
@@ -531,6 +571,7 @@ class StartupSession:
         """
         debugger = self.debugger
         debugger.message(_banner(app))
+        debugger.skip_packages = parent_packages(app)
         code = getattr(load, "__code__", None)
         if isinstance(code, CodeType):
             debugger.skip_code.add(code)
@@ -575,14 +616,19 @@ class StartupSession:
         if original is None or tb is None or not _has_app_frame(tb):
             debugger.message(f"\nThe app failed to load: {error}")
             return
+        # From the app's first frame on, as the event shows it: the import
+        # system's frames above it are no part of the story.
+        shown: TracebackType | None = tb
+        while shown is not None and not is_app_frame(shown.tb_frame.f_code.co_filename):
+            shown = shown.tb_next
+        report = traceback.TracebackException(type(original), original, shown or tb)
+        debugger.message("\nThe app failed to load:\n" + "".join(report.format()))
         debugger.message(
-            "\nThe app failed to load:\n" + "".join(traceback.format_exception(original))
-        )
-        debugger.message(
-            "Post-mortem: you are at the line that raised. `continue` or `detach` "
-            "lets the worker report the failure."
+            "Post-mortem at the app's line that raised (`up` and `down` walk the "
+            "traceback). `continue` or `detach` lets the worker report the failure."
         )
         debugger.reset()
+        debugger.at_app_frame = True
         debugger.interaction(None, tb)
 
 
@@ -630,28 +676,24 @@ def startup_session(
 # Attaching to a running worker
 
 
-def install_attach_handler(
-    signum: int,
+def attach_handler(
     path_for: Callable[[], str],
     *,
     on_listening: Callable[[str], None] | None = None,
     accept_timeout: float = DEFAULT_ATTACH_TIMEOUT,
-) -> None:
-    """On `signum`, stop the main thread in pdb, served at `path_for()`.
+) -> Callable[[FrameType | None], None]:
+    """What an attach does, given the frame to stop at; call it in the main thread.
 
-    Call from the main thread. The handler opens the socket, calls
-    `on_listening(path)`, waits up to `accept_timeout` seconds for a client
-    (the main thread waits; other threads run on) and gives it a prompt at
-    the frame the signal interrupted. With no client in time it removes the
-    socket and returns, and the program carries on. A signal while a
-    debugger is already attached is ignored.
-
-    This handler does real work, unlike poolwarden's others that only
-    enqueue: stopping the interrupted frame is the point, and only a signal
-    handler runs in it.
+    It opens the socket at `path_for()`, calls `on_listening(path)`, waits up
+    to `accept_timeout` seconds for a client (the main thread waits; other
+    threads run on) and gives it a prompt at `frame`. With no client in time
+    it removes the socket and returns, and the program carries on. A request
+    while a debugger is already attached, or one is awaited, is ignored: the
+    attach signal and a `sys.remote_exec` request for the same attach
+    (`bootstrap.attach_debugger`) may both arrive, and only the first acts.
     """
 
-    def attach(received: int, frame: FrameType | None) -> None:
+    def attach(frame: FrameType | None) -> None:
         if session_active():
             return
         path = path_for()
@@ -669,7 +711,33 @@ def install_attach_handler(
         )
         debugger.stop_at(frame if frame is not None else sys._getframe())
 
-    signal.signal(signum, attach)
+    return attach
+
+
+def install_attach_handler(
+    signum: int,
+    path_for: Callable[[], str],
+    *,
+    on_listening: Callable[[str], None] | None = None,
+    accept_timeout: float = DEFAULT_ATTACH_TIMEOUT,
+) -> Callable[[FrameType | None], None]:
+    """On `signum`, stop the main thread in pdb, served at `path_for()`.
+
+    Call from the main thread. The handler is `attach_handler`'s, given the
+    frame the signal interrupted; it is returned too, for the other way in
+    (`sys.remote_exec`, which stops at the frame its script interrupted).
+
+    This handler does real work, unlike poolwarden's others that only
+    enqueue: stopping the interrupted frame is the point, and only a signal
+    handler runs in it.
+    """
+    attach = attach_handler(path_for, on_listening=on_listening, accept_timeout=accept_timeout)
+
+    def on_signal(received: int, frame: FrameType | None) -> None:
+        attach(frame)
+
+    signal.signal(signum, on_signal)
+    return attach
 
 
 # debugpy, for editors

@@ -56,6 +56,13 @@ TAKEOVER_AFTER = 0.005
 takes over the other connections."""
 CLOSED_BATCH = 64
 """Closed connections reported to the master in one message, at most."""
+MAIN_THREAD_WAKE = 0.1
+"""Seconds between the idle main thread's wake-ups. It only waits for the
+end, but it is the thread where CPython runs `sys.remote_exec` scripts (PEP
+768: `poolwarden stack` and `debug attach` on Python 3.14+), and only between
+bytecodes: a thread parked in one wait never gets there. Waking it this
+often (a few microseconds each) lets them run within this time, well inside
+the master's `REMOTE_WAIT`."""
 _SERVER = b"server: poolwarden\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -868,7 +875,8 @@ class WSGIServer:
         ]
         for thread in workers:
             thread.start()
-        self.stopped.wait()
+        while not self.stopped.wait(MAIN_THREAD_WAKE):
+            pass
         with self.wakeup:
             self.wakeup.notify_all()
         deadline = time.monotonic() + 5.0
