@@ -798,7 +798,6 @@ class PoolMachine:
             view.phase = WorkerPhase.EXITED
         if not event.counts_as_failure or (view is not None and view.debugged):
             return []  # planned, or a debugger held it: not the app's failure
-        self.last_failure_at = event.now
         return self._count_failure(event.now)
 
     def _orphaned(self, event: WorkerOrphaned) -> list[Action]:
@@ -824,6 +823,7 @@ class PoolMachine:
     def _count_failure(self, now: float) -> list[Action]:
         """One more failure in the rapid-fail window; a full window disables
         the pool (once: a failure while disabled is counted, nothing more)."""
+        self.last_failure_at = now  # an on-demand pool's back-off runs from here
         verdict = record_failure(self.failures, self.config.rapid_fail, now)
         self.failures = verdict.window
         actions: list[Action] = [FailureCounted(verdict.count)]

@@ -9,17 +9,21 @@ first worker when the first request arrives, and grows up to
 
 A worker that ends unexpectedly is replaced; one that fails at start-up (or
 is not Ready within the start-up time limit) is replaced after a back-off
-(immediately, then 1 s doubling to 30 s, as systemd and PM2 do), and while
-no worker can start, requests get `503 startup_failed` (or
-`startup_timeout`).
+(immediately, then 1 s doubling to 30 s, as systemd and PM2 do); while no
+worker can start, a request waits for the next attempt and gets `503
+startup_failed` (or `startup_timeout`) if that one fails too. What to do is
+decided by the pure `activation.pool_policy.PoolMachine`; this class performs
+it on real processes and sockets.
 
 States:
 
 ```
  started ──stop──▶ stopping ──last worker gone──▶ stopped ──start──▶ started
     │  ▲                                                         (503 pool_stopped
-    ▼  │ a worker becomes Ready                                   while stopping/stopped)
+    ▼  │ a worker becomes Ready, start, new settings              while stopping/stopped)
  startup_failed
+ any state ──max_crashes failures within interval──▶ disabled ──start──▶ started
+                                                      (503 pool_disabled)
 ```
 
 A recycle is overlapped: replacements start first, and each old worker is
