@@ -311,8 +311,15 @@ class LineReader:
                 self.buffer += data
 
 
-@pytest.mark.parametrize("as_json", [False, True])
-def test_follow_prints_new_events_until_interrupted(state: Path, as_json: bool) -> None:
+def _ignore_sigint() -> None:
+    """As a shell starts a background job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(("as_json", "started_in_background"), [(False, False), (True, True)])
+def test_follow_prints_new_events_until_interrupted(
+    state: Path, as_json: bool, started_in_background: bool
+) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
     for key in ("POOLWARDEN_CONFIG", "POOLWARDEN_STATE_DIR"):
         env.pop(key, None)
@@ -322,6 +329,7 @@ def test_follow_prints_new_events_until_interrupted(state: Path, as_json: bool) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=_ignore_sigint if started_in_background else None,
     )
     assert process.stdout is not None and process.stderr is not None
     reader = LineReader(process.stdout.fileno())

@@ -22,6 +22,7 @@ import socket
 import sys
 from typing import TextIO
 
+from poolwarden.signals import interruptible
 from poolwarden.unix_paths import reachable
 from poolwarden.worker.debugger import CONFIRM_CLEAR, PROMPT, peer_credentials
 
@@ -48,6 +49,7 @@ def connect(
     """
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
+    interruptible()
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with reachable(path) as address:

@@ -57,6 +57,7 @@ from poolwarden.events.store import (
     Group,
     encode_json_line,
 )
+from poolwarden.signals import interruptible
 from poolwarden.units import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -263,6 +264,7 @@ def events_group(
 
 def _follow(store: EventStore, filters: dict[str, Any], last_seq: int, as_json: bool) -> None:
     """Print the events after `last_seq` as they are appended, until Ctrl-C."""
+    interruptible()
     try:
         while True:
             time.sleep(FOLLOW_POLL)
