@@ -151,17 +151,9 @@ def format_uptime(seconds: float | None) -> str:
     """`45s`, `12m05s`, `3h07m`, `2d04h`: two units at most, like `ps` etimes."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return NONE
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    return format_age(seconds)
 
 
 def format_elapsed(seconds: float | None) -> str:
@@ -463,6 +455,15 @@ def _fail_for(error: ControlClientError) -> NoReturn:
     fail(str(error))
 
 
+def ask(client: ControlClient, method: str, path: str, *, timeout: float | None = None) -> Any:
+    """The server's JSON answer to `method path`; a refusal, or no server
+    answering, ends the command with its message (exit 1)."""
+    try:
+        return client.request(method, path, timeout=timeout).raise_for_error()
+    except ControlClientError as error:
+        _fail_for(error)
+
+
 # --- options shared by the commands ---------------------------------------------------
 
 
@@ -576,10 +577,7 @@ def _duration_option(ctx: click.Context, param: click.Parameter, value: str | No
 def pools_command(state_dir: str | None, config_file: str | None, as_json: bool) -> None:
     """List the application pools: state (and why), workers, queue, requests."""
     client = connect(state_dir, config_file)
-    try:
-        body = client.get("/v1/pools")
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "GET", "/v1/pools")
     if as_json:
         print_json(body)
     else:
@@ -597,10 +595,7 @@ def _pool_action_command(action: str, help_text: str) -> click.Command:
     @server_options
     def command(name: str, state_dir: str | None, config_file: str | None, as_json: bool) -> None:
         client = connect(state_dir, config_file)
-        try:
-            body = client.post(f"/v1/pools/{_quote(name)}/{action}", timeout=ACTION_TIMEOUT)
-        except ControlClientError as error:
-            _fail_for(error)
+        body = ask(client, "POST", f"/v1/pools/{_quote(name)}/{action}", timeout=ACTION_TIMEOUT)
         if as_json:
             print_json(body)
         else:
@@ -646,10 +641,7 @@ def wp_command(
         return
     client = connect(state_dir, config_file)
     query = f"?pool={_quote(pool)}" if pool else ""
-    try:
-        body = client.get(f"/v1/workers{query}")
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "GET", f"/v1/workers{query}")
     if as_json:
         print_json(body)
     else:
@@ -664,10 +656,7 @@ def wp_reap_command(
 ) -> None:
     """End worker PID, kept stopped for inspection as an orphan (SIGKILL)."""
     client = connect(state_dir, config_file)
-    try:
-        body = client.post(f"/v1/workers/{pid}/reap")
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "POST", f"/v1/workers/{pid}/reap")
     if as_json:
         print_json(body)
     else:
@@ -698,10 +687,7 @@ def requests_command(
     if min_elapsed:
         params["min_elapsed"] = repr(min_elapsed)
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    try:
-        body = client.get(f"/v1/requests{query}")
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "GET", f"/v1/requests{query}")
     if as_json:
         print_json(body)
     else:
@@ -732,10 +718,7 @@ def stack_command(
     client = connect(state_dir, config_file)
     by_pid = target.isascii() and target.isdigit()
     path = f"/v1/workers/{target}/stack" if by_pid else f"/v1/pools/{_quote(target)}/stack"
-    try:
-        body = client.get(path)
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "GET", path)
     workers: list[dict[str, Any]] = [body] if by_pid else body["workers"]
     if native:
         _native_stacks(workers)
@@ -778,10 +761,7 @@ def config_group() -> None:
 def config_show_command(state_dir: str | None, config_file: str | None, as_json: bool) -> None:
     """Print the running configuration (defaults filled in, paths absolute) as TOML."""
     client = connect(state_dir, config_file)
-    try:
-        body = client.get("/v1/config")
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "GET", "/v1/config")
     if as_json:
         print_json(body)
     else:
@@ -797,10 +777,7 @@ def config_reload_command(state_dir: str | None, config_file: str | None, as_jso
     command exits 1.
     """
     client = connect(state_dir, config_file)
-    try:
-        body = client.post("/v1/config/reload", timeout=ACTION_TIMEOUT)
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "POST", "/v1/config/reload", timeout=ACTION_TIMEOUT)
     if as_json:
         print_json(body)
     else:

@@ -14,6 +14,7 @@ import click
 from poolwarden.admin_cli import (
     _fail_for,
     _quote,
+    ask,
     connect,
     fail,
     print_json,
@@ -102,7 +103,7 @@ def startup_command(
         # starts now, so wait a little and print it.
         deadline = time.monotonic() + wait
         while True:
-            listening = _find_listener(_debug_status(client), pool, ("debugpy",))
+            listening = _find_listener(ask(client, "GET", "/v1/debug"), pool, ("debugpy",))
             if listening is not None:
                 click.echo(_debugpy_how_to(listening))
                 break
@@ -178,10 +179,7 @@ def attach_command(
     from poolwarden.debug_client import connect as debug_session
 
     client = connect(state_dir, config_file)
-    try:
-        client.post(f"/v1/workers/{pid}/attach")
-    except ControlClientError as error:
-        _fail_for(error)
+    ask(client, "POST", f"/v1/workers/{pid}/attach")
     waiting = _wait_for_listener(client, str(pid), wait)
     click.echo(f"attached to worker {pid} at {waiting['address']}", err=True)
     raise click.exceptions.Exit(debug_session(waiting["address"], pid=waiting["python_pid"]))
@@ -192,10 +190,7 @@ def attach_command(
 @server_options
 def off_command(pool: str, state_dir: str | None, config_file: str | None, as_json: bool) -> None:
     client = connect(state_dir, config_file)
-    try:
-        body = client.post(f"/v1/pools/{_quote(pool)}/debug/off")
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "POST", f"/v1/pools/{_quote(pool)}/debug/off")
     if as_json:
         print_json(body)
     else:
@@ -206,10 +201,7 @@ def off_command(pool: str, state_dir: str | None, config_file: str | None, as_js
 @server_options
 def status_command(state_dir: str | None, config_file: str | None, as_json: bool) -> None:
     client = connect(state_dir, config_file)
-    try:
-        body = client.get("/v1/debug")
-    except ControlClientError as error:
-        _fail_for(error)
+    body = ask(client, "GET", "/v1/debug")
     if as_json:
         print_json(body)
         return
@@ -243,14 +235,6 @@ def _clock(stamp: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "-"
 
 
-def _debug_status(client: ControlClient) -> dict[str, Any]:
-    try:
-        body: dict[str, Any] = client.get("/v1/debug")
-    except ControlClientError as error:
-        _fail_for(error)
-    return body
-
-
 def _find_listener(
     body: dict[str, Any], target: str, adapters: tuple[str, ...]
 ) -> dict[str, Any] | None:
@@ -271,7 +255,7 @@ def _wait_for_listener(
     deadline = time.monotonic() + wait
     told = False
     while True:
-        body = _debug_status(client)
+        body = ask(client, "GET", "/v1/debug")
         pools = [p["pool"] for p in body["pools"]]
         if not target.isdigit() and target not in pools:
             fail(f"no pool named {target!r}")

@@ -547,13 +547,15 @@ class PoolMachine:
         return any(view.phase is WorkerPhase.READY for view in self.workers.values())
 
     @property
+    def starting(self) -> bool:
+        """A worker that counts as capacity is on its way to Ready."""
+        return any(self.workers[id].phase is WorkerPhase.STARTING for id in self.serving)
+
+    @property
     def may_grow(self) -> bool:
         """Room for one more worker and none starting (the driver then looks
         whether every worker is busy: `AllBusy`)."""
-        serving = self.serving
-        return len(serving) < self.config.processes and not any(
-            self.workers[id].phase is WorkerPhase.STARTING for id in serving
-        )
+        return len(self.serving) < self.config.processes and not self.starting
 
     @property
     def stopping_first(self) -> bool:
@@ -922,9 +924,7 @@ class PoolMachine:
             return [Refuse(self.stopped_reason())]
         if event.queued >= self.config.queue_length:
             return [Refuse("queue_full")]
-        serving = self.serving
-        starting = any(self.workers[id].phase is WorkerPhase.STARTING for id in serving)
-        if not starting and len(serving) < self.config.processes and not self.stopping_first:
+        if self.may_grow and not self.stopping_first:
             return [Enqueue(), *self._spawn(1)]  # on demand: the first request starts a worker
         return [Enqueue()]
 
@@ -938,8 +938,7 @@ class PoolMachine:
         driven by `always_running` does."""
         if event.queued >= self.config.queue_length:
             return [Refuse("queue_full")]
-        starting = any(self.workers[id].phase is WorkerPhase.STARTING for id in self.serving)
-        if starting or self.respawn_pending:
+        if self.starting or self.respawn_pending:
             return [Enqueue()]
         if self.config.always_running or len(self.serving) >= self.config.processes:
             return [Refuse(self.failure_reason())]  # nothing to wait for
