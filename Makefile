@@ -1,18 +1,30 @@
 # Two entry points set up everything on a fresh machine:
-#   make demo   create .venv, install poolwarden, serve the demo site
-#   make test   create .venv, install poolwarden with its test tools, lint, type-check, test
+#   make demo   create .venv from uv.lock, serve the demo site
+#   make test   create .venv from uv.lock, lint, type-check, test
+#
+# Every environment is installed from uv.lock with `uv sync --locked`, so every
+# machine gets the same versions of the runtime and the dev tools. uv itself is
+# pinned below and installed with pip into .tools/ when that version is missing.
+# `make lock` refreshes uv.lock to the newest releases pyproject.toml allows.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+UV := .tools/uv-$(UV_VERSION)/bin/uv
+# uv must use the interpreter it is given, never download one.
+export UV_PYTHON_DOWNLOADS := never
+PYTEST_ARGS ?= -n 2 -q
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench lock clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check \
+		--target .tools/uv-$(UV_VERSION) uv==$(UV_VERSION)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --extra test \
+		--python "$$(command -v $(PYTHON) || echo $(PYTHON))"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,12 +38,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+lock: | $(UV)
+	$(UV) lock --upgrade
+
 clean:
-	rm -rf $(VENV) .poolwarden .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .tools .poolwarden .mypy_cache .pytest_cache .ruff_cache

@@ -19,7 +19,6 @@ from __future__ import annotations
 import array
 import os
 import socket
-from typing import cast
 
 import msgspec
 
@@ -282,11 +281,11 @@ def encode(message: ToWorker | ToMaster) -> bytes:
 
 
 def decode_to_worker(payload: bytes) -> ToWorker:
-    return cast(ToWorker, _to_worker.decode(payload))
+    return _to_worker.decode(payload)
 
 
 def decode_to_master(payload: bytes) -> ToMaster:
-    return cast(ToMaster, _to_master.decode(payload))
+    return _to_master.decode(payload)
 
 
 class ChannelClosed(Exception):
