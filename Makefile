@@ -42,8 +42,8 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+bench: $(STAMP) | $(UV)
+	UV=$(abspath $(UV)) $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lock: | $(UV)
 	$(UV) lock --upgrade

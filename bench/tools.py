@@ -1,8 +1,8 @@
 """Make sure wrk and the peer servers exist, installing them on a fresh machine.
 
 The harness must run on a machine that has only ``.venv``: every tool it needs is
-installed here, idempotently, so ``make bench`` is the only step. The peers live in a
-separate venv (``.venv-bench``) so that their dependencies never leak into the project's
+installed here, idempotently, so ``make bench`` is the only step. The peers (the
+``bench`` dependency group of ``uv.lock``) live in a separate venv (``.venv-bench``) so that their dependencies never leak into the project's
 own environment, which the server under test and the test suite share.
 """
 
@@ -20,9 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_BIN = REPO_ROOT / ".venv" / "bin"
 BENCH_VENV = REPO_ROOT / ".venv-bench"
 BENCH_BIN = BENCH_VENV / "bin"
-PEER_REQUIREMENTS = ("gunicorn", "uvicorn[standard]", "granian")
 PEER_DISTRIBUTIONS = ("gunicorn", "uvicorn", "uvloop", "httptools", "granian")
-_STAMP = BENCH_VENV / ".bench-installed"
 
 
 class ToolError(RuntimeError):
@@ -64,31 +62,36 @@ def _ensure_wrk() -> str:
 
 
 def _ensure_peer_venv() -> None:
-    """Create ``.venv-bench`` with the peer servers unless it is already complete.
+    """Make ``.venv-bench`` exactly the lock file's ``bench`` group.
 
-    A stamp file records what was installed, so a changed requirement list reinstalls
-    and an interrupted install (no stamp) is retried rather than trusted.
+    The peers are locked in ``uv.lock`` like everything else, so every machine
+    measures the same releases. ``uv sync`` installs nothing when the environment
+    already matches the lock; an interrupted install is simply completed.
     """
-    wanted = json.dumps(sorted(PEER_REQUIREMENTS))
-    if _STAMP.exists() and _STAMP.read_text() == wanted and _peer_executables_exist():
-        return
-    print(f"bench: installing {', '.join(PEER_REQUIREMENTS)} into {BENCH_VENV}", flush=True)
-    if not (BENCH_BIN / "python").exists():
-        _run_checked([sys.executable, "-m", "venv", str(BENCH_VENV)], "create .venv-bench")
-    pip = [str(BENCH_BIN / "python"), "-m", "pip", "install", "--quiet", "--upgrade"]
-    _run_checked([*pip, *PEER_REQUIREMENTS], "install the peer servers")
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if not uv:
+        raise ToolError("uv is not installed: run the benchmark with `make bench`")
+    print(f"bench: syncing the peer servers into {BENCH_VENV} from uv.lock", flush=True)
+    argv = [
+        uv,
+        "sync",
+        "--locked",
+        "--quiet",
+        "--only-group",
+        "bench",
+        "--no-install-project",
+        "--python",
+        sys.executable,
+    ]
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(BENCH_VENV), "UV_PYTHON_DOWNLOADS": "never"}
+    if subprocess.run(argv, cwd=REPO_ROOT, env=env, check=False).returncode != 0:
+        raise ToolError(f"could not install the peer servers: `{' '.join(argv)}` failed")
     if not _peer_executables_exist():
-        raise ToolError(f"pip finished but a peer executable is missing from {BENCH_BIN}")
-    _STAMP.write_text(wanted)
+        raise ToolError(f"uv finished but a peer executable is missing from {BENCH_BIN}")
 
 
 def _peer_executables_exist() -> bool:
     return all((BENCH_BIN / name).exists() for name in ("gunicorn", "uvicorn", "granian"))
-
-
-def _run_checked(argv: list[str], what: str) -> None:
-    if subprocess.run(argv, check=False).returncode != 0:
-        raise ToolError(f"could not {what}: `{' '.join(argv)}` failed")
 
 
 def peer_versions() -> dict[str, str]:

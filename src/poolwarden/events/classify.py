@@ -108,6 +108,7 @@ FATAL_ERRORS: dict[str, str] = {
     "Segmentation fault": "SIGSEGV",
     "Bus error": "SIGBUS",
     "Floating point exception": "SIGFPE",
+    "Floating-point exception": "SIGFPE",  # Python 3.13's spelling
     "Aborted": "SIGABRT",
     "Illegal instruction": "SIGILL",
 }

@@ -295,8 +295,9 @@ class Master:
                 for pool in self.pools.values():
                     pool.kill()
                 return
-        log.info("received %s: finishing the requests in flight", signal.Signals(signum).name)
         self.shutdown()
+        # Said once the listeners are closed, so whoever reads it may rely on that.
+        log.info("received %s: finishing the requests in flight", signal.Signals(signum).name)
 
     def shutdown(self, *, kill: bool = False) -> None:
         if self.stopping:

@@ -423,6 +423,15 @@ class SocketPdb(pdb.Pdb):
 
     # Stopping
 
+    def set_stepinstr(self) -> None:
+        """Stop at the next line, not the next instruction.
+
+        From Python 3.13 `set_trace` stops before the next *instruction*, which
+        is still on poolwarden's line that called it; a session's first prompt
+        belongs on the next *line* (the app's load), as with pdb up to 3.12.
+        """
+        self.set_step()
+
     def stop_here(self, frame: FrameType) -> bool:
         if frame is self.break_in_frame:
             # Bdb's rule without `skip`: the break-in point is poolwarden code.
