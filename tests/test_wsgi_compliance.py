@@ -421,6 +421,39 @@ def test_app_exception_gives_500_and_the_worker_survives(server: Server) -> None
     assert server.worker_pids() == pids
 
 
+@pytest.mark.parametrize(
+    ("kind", "raised"),
+    [
+        ("file", r"FileNotFoundError: \[Errno 2\] No such file or directory"),
+        ("refused", r"ConnectionRefusedError: \[Errno 111\] connection to the database refused"),
+        ("timeout", r"TimeoutError: the upstream timed out"),
+    ],
+)
+def test_an_oserror_from_the_app_is_an_app_exception_not_a_disconnect(
+    server: Server, kind: str, raised: str
+) -> None:
+    """Only the client's own socket failing is a disconnect: an OSError the
+    app raises (a file, a database) is a 500 with its traceback, as any."""
+    marker = token()
+    with RawConnection(server) as conn:
+        conn.send(get(f"/os-error?{kind}-{marker}"))
+        response = conn.response()
+        assert (response.status, response.body) == (500, b"Internal Server Error\n")
+    server.wait_for_stderr(rf"Traceback[\s\S]*{raised}.*{marker}", timeout=10)
+    server.wait_for_stdout(rf'"GET /os-error\?{kind}-{marker} HTTP/1.1" 500', timeout=10)
+
+
+def test_an_oserror_from_the_app_after_the_head_is_logged(server: Server) -> None:
+    marker = token()
+    with RawConnection(server) as conn:
+        conn.send(get(f"/os-error?mid-{marker}"))
+        conn.sock.settimeout(5)
+        received = conn.reader.read()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"first part" in received
+    server.wait_for_stderr(rf"Traceback[\s\S]*PermissionError: .*mid-body {marker}", timeout=10)
+
+
 @pytest.mark.parametrize("prefix", ["/v", ""])
 def test_exception_after_start_response_gives_500(server: Server, prefix: str) -> None:
     marker = token()

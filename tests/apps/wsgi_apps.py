@@ -270,6 +270,25 @@ def no_content(environ: Environ, start_response: StartResponse) -> list[bytes]:
     return []
 
 
+def os_error(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """The OSErrors apps really raise: from a file, a database, after the head."""
+    kind, _, marker = environ["QUERY_STRING"].partition("-")
+    if kind == "file":
+        with open(f"/nonexistent/{marker}.txt", "rb") as missing:
+            return [missing.read()]
+    if kind == "refused":
+        raise ConnectionRefusedError(111, f"connection to the database refused {marker}")
+    if kind == "timeout":
+        raise TimeoutError(f"the upstream timed out {marker}")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _fails_mid_body(marker)
+
+
+def _fails_mid_body(marker: str) -> Iterator[bytes]:
+    yield b"first part\n"
+    raise PermissionError(13, f"permission denied mid-body {marker}")
+
+
 ROUTES: dict[str, Callable[[Environ, StartResponse], Iterable[bytes]]] = {
     "info": info,
     "environ": environ_dump,
@@ -288,6 +307,7 @@ ROUTES: dict[str, Callable[[Environ, StartResponse], Iterable[bytes]]] = {
     "log": log,
     "no-content": no_content,
     "custom": custom,
+    "os-error": os_error,
 }
 
 

@@ -17,6 +17,7 @@ thread is stuck in the app, the master sees it.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -70,10 +71,18 @@ _SPECIAL_HEADERS = frozenset(
     ("content-length", "connection", "transfer-encoding", "server", "date")
 )
 """Response headers the server reads rather than passes on as they are."""
+_SOCKET_GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT))
+"""`sendfile` errors that come from the client's socket rather than the file."""
 
 
 class ClientDisconnected(OSError):
-    """The client went away while the app was reading its body."""
+    """The client's own socket failed: it went away, reset, or stopped reading.
+
+    Only this is a disconnect. Every other `OSError` that reaches the server
+    came from the app (a missing file, a refused database connection, an
+    HTTP client's error) and is an app exception: a 500 and a traceback. So
+    every read and write on the client's socket turns its errors into this.
+    """
 
 
 class MalformedBody(ClientDisconnected):
@@ -92,7 +101,7 @@ def _wait(sock: socket.socket, events: int, timeout: float) -> None:
     poller = select.poll()
     poller.register(sock, events)
     if not poller.poll(timeout * 1000):
-        raise TimeoutError("client too slow")
+        raise ClientDisconnected(errno.ETIMEDOUT, "client too slow")
 
 
 def send_all(sock: socket.socket, data: bytes | memoryview) -> None:
@@ -101,6 +110,8 @@ def send_all(sock: socket.socket, data: bytes | memoryview) -> None:
         sent = sock.send(data)
     except BlockingIOError:
         sent = 0
+    except OSError as error:
+        raise ClientDisconnected(error.errno, f"client connection: {error.strerror}") from error
     if sent == len(data):
         return
     view = memoryview(data)[sent:]
@@ -110,6 +121,8 @@ def send_all(sock: socket.socket, data: bytes | memoryview) -> None:
         except BlockingIOError:
             _wait(sock, select.POLLOUT, BODY_TIMEOUT)
             continue
+        except OSError as error:
+            raise ClientDisconnected(error.errno, f"client connection: {error.strerror}") from error
         view = view[sent:]
 
 
@@ -467,6 +480,12 @@ class Response:
             except BlockingIOError:
                 _wait(sock, select.POLLOUT, BODY_TIMEOUT)
                 continue
+            except OSError as error:
+                if error.errno not in _SOCKET_GONE:
+                    raise  # the file's own error (EIO): the app's, a 500
+                raise ClientDisconnected(
+                    error.errno, f"client connection: {error.strerror}"
+                ) from error
             if sent == 0:
                 break
             offset += sent
@@ -560,6 +579,10 @@ class Connection:
             except BlockingIOError:
                 _wait(self.sock, select.POLLIN, BODY_TIMEOUT)
                 continue
+            except OSError as error:
+                raise ClientDisconnected(
+                    error.errno, f"client connection: {error.strerror}"
+                ) from error
             break
         if not data:
             raise ClientDisconnected("client closed the connection while sending the body")
@@ -729,7 +752,7 @@ class Connection:
                     if chunk:
                         response.write(chunk)
                 response.finish()
-        except OSError as error:
+        except ClientDisconnected as error:
             failed = True
             response.close_after = True
             if isinstance(error, MalformedBody) and not response.headers_sent:
