@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,10 @@ def test_the_health_path_is_200_then_503_naming_the_disabled_pool(
     assert "/healthz" not in server.stdout()
     lines = (server.state_dir / "frontend.log").read_text().splitlines()
     health_lines = [line.split()[-6:] for line in lines if "/healthz" in line]
+    # date and time are two fields, as the #Fields line says
+    assert lines[0].startswith("#Fields: date time c-ip")
+    for line in lines[1:]:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S.*", line), line
     assert ["app.example.test", "GET", "/healthz", "200", "ready", "-"] in health_lines
     assert ["10.1.2.3", "GET", "/healthz", "200", "ready", "-"] in health_lines
     assert ["app.example.test", "POST", "/healthz", "405", "method_not_allowed", "-"] in (

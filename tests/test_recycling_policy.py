@@ -129,3 +129,14 @@ def test_the_latest_scheduled_time_is_within_a_day_and_not_ahead(
     assert latest is not None
     assert now - timedelta(days=1) < latest <= now
     assert latest.strftime("%H:%M:%S") in entries
+
+
+def test_memory_limits_are_said_in_binary_units_for_a_person() -> None:
+    limits = Limits(memory=419_430_400, private_memory=300 * 1024**2)
+    [action] = decide([worker(rss=716_103_680)], limits, recycling=False)
+    assert action.why == "its resident memory is 683 MiB (limit 400 MiB)"
+    [action] = decide([worker(uss=1_610_612_736)], Limits(private_memory=1024**3), recycling=False)
+    assert action.why == "its private memory is 1.5 GiB (limit 1 GiB)"
+    hard = Limits(memory_hard_limit=512 * 1024)
+    [action] = decide([worker(rss=600 * 1024 + 7)], hard, recycling=True)
+    assert action.why == "its resident memory is 600 KiB (hard limit 512 KiB)"

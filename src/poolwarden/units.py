@@ -171,3 +171,20 @@ def format_size(size: int) -> str:
         if size and size % factor == 0:
             return f"{size // factor}{unit}"
     return str(size)
+
+
+def format_memory(size: int) -> str:
+    """A memory figure for a person: `683 MiB`, `1.5 GiB`, `900 KiB`, `512 bytes`.
+
+    Rounded, unlike `format_size`: for messages ("its resident memory is
+    683 MiB (limit 400 MiB)"); event details keep the exact bytes.
+    """
+    if size < 0:
+        raise ValueError(f"cannot format {size!r} as memory")
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            value = size / factor
+            if value < 10 and size % factor:
+                return f"{value:.1f} {unit}"
+            return f"{round(value)} {unit}"
+    return f"{size} bytes"

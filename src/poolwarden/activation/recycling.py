@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from poolwarden.units import format_memory
+
 Reason = Literal[
     "requests", "time", "schedule", "memory", "private_memory", "idle", "memory_hard_limit"
 ]
@@ -96,7 +98,8 @@ def decide(workers: list[WorkerFacts], limits: Limits, *, recycling: bool) -> li
         Action(
             worker.pid,
             "memory_hard_limit",
-            f"its resident memory is {worker.rss} bytes (hard limit {limits.memory_hard_limit})",
+            f"its resident memory is {format_memory(worker.rss or 0)} "
+            f"(hard limit {format_memory(limits.memory_hard_limit)})",
         )
         for worker in workers
         if limits.memory_hard_limit and (worker.rss or 0) > limits.memory_hard_limit
@@ -136,13 +139,15 @@ def _one(worker: WorkerFacts, limits: Limits) -> Action | None:
         return Action(
             worker.pid,
             "memory",
-            f"its resident memory is {worker.rss} bytes (limit {limits.memory})",
+            f"its resident memory is {format_memory(worker.rss or 0)} "
+            f"(limit {format_memory(limits.memory)})",
         )
     if limits.private_memory and (worker.uss or 0) > limits.private_memory:
         return Action(
             worker.pid,
             "private_memory",
-            f"its private memory is {worker.uss} bytes (limit {limits.private_memory})",
+            f"its private memory is {format_memory(worker.uss or 0)} "
+            f"(limit {format_memory(limits.private_memory)})",
         )
     if limits.idle_timeout and worker.idle_for >= limits.idle_timeout and not worker.connections:
         return Action(worker.pid, "idle", f"it served nothing for {limits.idle_timeout:g}s")

@@ -61,9 +61,10 @@ class FrontEndLog:
     ) -> None:
         if self._handler is None:
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        now = time.gmtime()
         fields = [
-            stamp,
+            time.strftime("%Y-%m-%d", now),
+            time.strftime("%H:%M:%S", now),
             client[0] or "-",
             str(client[1]) if client[1] else "-",
             site,
