@@ -115,6 +115,33 @@ def test_a_writer_dead_mid_write_does_not_hang_the_reader(board: Scoreboard) -> 
     assert 0.05 < time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("seen", ["fields of two writes", "old fields under a new count"])
+def test_a_copy_the_cpu_reordered_is_not_taken_for_a_whole_one(
+    board: Scoreboard, seen: str
+) -> None:
+    """What a reader on a weakly ordered CPU (aarch64) can see mid-write: the
+    counter even and unchanged, but the fields not (or not yet) one write's."""
+    writer = board.writer(1)
+    writer.begin(5, 2.0, b"GET", b"/first", b"peer")
+    assert board.read(1).consistent
+    offset = HEADER_SIZE + SLOT_SIZE
+    with mmap.mmap(board.fd, size_for(board.slots)) as view:
+        if seen == "fields of two writes":
+            path_at = offset + 16 + 8 + 8 + 12
+            view[path_at : path_at + 7] = b"/second"
+        else:
+            (seq,) = struct.unpack_from("<I", view, offset)
+            struct.pack_into("<I", view, offset, seq + 2)
+    started = time.monotonic()
+    slot = board.read(1)
+    assert 0.05 < time.monotonic() - started < 2  # it waited for a whole copy
+    assert not slot.consistent
+    assert not board.read(1, final=True).consistent
+    # the next whole write is whole again
+    writer.begin(6, 3.0, b"GET", b"/third", b"peer")
+    assert (board.read(1).consistent, board.read(1).path) == (True, "/third")
+
+
 def run_child(board: Scoreboard, code: str) -> subprocess.Popen[bytes]:
     """A child interpreter with the board's fd, as a worker is started."""
     return subprocess.Popen(

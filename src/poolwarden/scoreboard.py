@@ -14,8 +14,26 @@ The counter is stored and loaded through a memoryview of unsigned ints, one
 aligned 4-byte access each: `struct.pack_into` zeroes its target and then
 writes it byte by byte, so a reader could see a half-written counter (the 0
 in between, say) and take a torn copy for a whole one.
+
+A seqlock alone relies on the order of the writer's stores reaching the
+reader, which x86 keeps and aarch64 (Graviton, Ampere, Apple silicon) does
+not, and Python has no memory fence. So each write also stores a CRC-32 of
+the slot's request fields seeded with the counter value the write ends at:
+a copy whose fields are half of two writes, or the fields of an earlier
+write under a later counter, fails the check and is read again. What a
+reader may still see on a weakly ordered CPU: the phase word (phase and
+status) and the served count are single aligned 4-byte words, each always a
+value some store wrote, but either may be seen a moment before or after the
+rest of the slot. A dead worker's board (`final`) is exact: its stores were
+all visible once it exited.
+
 The memory belongs to the master, so it outlives a worker that crashes in the
 middle of a request, which is the point.
+
+```
+ slot: seq | crc | phase,status | served | conn_id started method path client thread
+       word  word  word           word     the request fields (the CRC covers them)
+```
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ import os
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 
 
@@ -48,7 +67,10 @@ _SEQ_MASK = 0xFFFFFFFF
 # The first two words (phase and status; served) are each one aligned 4-byte
 # store, so `responding` and `end` change them without the seqlock.
 _BODY = struct.Struct("<BxHIQd12s200s52sQ")
-SLOT_SIZE = 4 + 4 + _BODY.size  # seq, padding for alignment, body
+_FIELDS = struct.Struct("<Qd12s200s52sQ")
+"""The request fields: `_BODY` after its two words, written only by `begin`."""
+assert _FIELDS.size == _BODY.size - 8
+SLOT_SIZE = 4 + 4 + _BODY.size  # seq, crc of the fields, body
 assert SLOT_SIZE % 4 == 0, "every slot's counter must be 4-byte aligned"
 _HEADER = struct.Struct("<IIQ")  # magic, slot count, pid
 HEADER_SIZE = 64
@@ -75,6 +97,9 @@ class SlotView:
     path: str
     client: str
     thread: int = 0
+    consistent: bool = True
+    """False when the reader gave up waiting for a whole copy (a writer
+    stopped or dead mid-write): the fields may mix two writes."""
 
 
 def size_for(slots: int) -> int:
@@ -122,9 +147,14 @@ class Scoreboard:
         died between its two counter updates and left the count odd for good.
         """
         offset = HEADER_SIZE + index * SLOT_SIZE
-        start, end = offset + 8, offset + SLOT_SIZE
-        raw = self._map[start:end] if final else self._consistent_copy(offset >> 2, start, end)
-        phase, status, served, conn_id, started, method, path, client, thread = _BODY.unpack(raw)
+        start, end = offset + 4, offset + SLOT_SIZE
+        if final:
+            raw = self._map[start:end]
+            consistent = _whole(self._seqs[offset >> 2], raw)
+        else:
+            raw, consistent = self._consistent_copy(offset >> 2, start, end)
+        fields = _BODY.unpack_from(raw, 4)
+        phase, status, served, conn_id, started, method, path, client, thread = fields
         return SlotView(
             index=index,
             phase=Phase(phase),
@@ -136,16 +166,17 @@ class Scoreboard:
             path=path.rstrip(b"\0").decode("latin-1"),
             client=client.rstrip(b"\0").decode("latin-1"),
             thread=thread,
+            consistent=consistent,
         )
 
-    def _consistent_copy(self, seq_index: int, start: int, end: int) -> bytes:
+    def _consistent_copy(self, seq_index: int, start: int, end: int) -> tuple[bytes, bool]:
         """The slot's bytes, copied between two equal, even counter values.
 
         A write takes a microsecond, so a few quick retries nearly always do;
         a writer preempted mid-write needs the scheduler to run it again,
         which is what the patient retries wait for. A writer that never
         finishes (stopped, or dead and not yet reaped) gets its last copy
-        after `READ_PATIENCE` rather than a hung master.
+        after `READ_PATIENCE` rather than a hung master, marked inconsistent.
         """
         view = self._map
         seqs = self._seqs
@@ -156,15 +187,15 @@ class Scoreboard:
             # hit short; the parsing happens on the copy, outside it.
             before = seqs[seq_index]
             raw = view[start:end]
-            if before == seqs[seq_index] and not before & 1:
-                return raw
+            if before == seqs[seq_index] and not before & 1 and _whole(before, raw):
+                return raw, True
             attempts += 1
             if attempts >= READ_ATTEMPTS:
                 now = time.monotonic()
                 if not deadline:
                     deadline = now + READ_PATIENCE
                 elif now > deadline:
-                    return raw
+                    return raw, False
                 time.sleep(READ_PAUSE)
 
     def read_all(self, *, final: bool = False) -> list[SlotView]:
@@ -193,6 +224,16 @@ class Scoreboard:
         self._map.close()
         if self.owner:
             os.close(self.fd)
+
+
+def _whole(seq: int, raw: bytes) -> bool:
+    """Whether `raw` (a slot from its CRC word on) holds one whole write that
+    ended at counter value `seq`. A never-written slot (all zeros) is whole."""
+    crc = int.from_bytes(raw[:4], "little")
+    fields = raw[12:]
+    if seq == 0 and crc == 0:
+        return True
+    return zlib.crc32(fields, seq) == crc
 
 
 class SlotWriter:
@@ -229,14 +270,11 @@ class SlotWriter:
         """The slot is written from the thread that made its writer."""
 
     def _write(self, phase: int, status: int) -> None:
-        seq = self._seq + 1  # odd: a write is under way
-        self._seqs[self._seq_index] = seq
-        _BODY.pack_into(
-            self._map,
-            self._offset + 8,
-            phase,
-            status,
-            self._served,
+        seqs = self._seqs
+        index = self._seq_index
+        seqs[index] = self._seq + 1  # odd: a write is under way
+        done = (self._seq + 2) & _SEQ_MASK
+        fields = _FIELDS.pack(
             self._conn_id,
             self._started,
             self._method,
@@ -244,8 +282,12 @@ class SlotWriter:
             self._client,
             self._thread,
         )
-        self._seq = seq = (seq + 1) & _SEQ_MASK
-        self._seqs[self._seq_index] = seq
+        self._map[self._offset + 16 : self._offset + SLOT_SIZE] = fields
+        seqs[index + 1] = zlib.crc32(fields, done)
+        seqs[index + 3] = self._served
+        seqs[index + 2] = phase | (status << 16)
+        self._seq = done
+        seqs[index] = done
 
     def begin(
         self, conn_id: int, started: float, method: bytes, path: bytes, client: bytes
