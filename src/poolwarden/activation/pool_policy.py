@@ -1,7 +1,7 @@
 """A pool's lifecycle as a pure state machine: events in, actions out.
 
 ```
- Pool (driver, master/pool.py)                 PoolMachine (this module)
+ Pool (driver, master/pool.py and parts)       PoolMachine (this module)
    start/stop/resume/recycle, a request, ─event─▶  state, stop reason, failure window,
    a worker spawned / ready / debugged /           back-off count, and its WorkerRoster
    orphaned / ended / exited                       (worker_roster.py): one WorkerView
@@ -710,9 +710,8 @@ class PoolMachine:
         view = self.roster.orphan(event.id)
         if view is None:
             return []  # it has already ended: its end is handled as any other
-        actions: list[Action] = []
-        if self.config.orphan_action_command:
-            actions.append(RunOrphanAction(event.id))
+        run_action = self.config.orphan_action_command
+        actions: list[Action] = [RunOrphanAction(event.id)] if run_action else []
         if not view.debugged:
             actions += self._count_failure(event.now)
         if self.state is PoolState.STOPPING and not self.workers:
@@ -834,9 +833,7 @@ class PoolMachine:
         return 1 if queued else 0
 
     def _spawn(self, count: int) -> list[Action]:
-        if count <= 0 or not self.may_spawn:
-            return []
-        return [Spawn(count)]
+        return [Spawn(count)] if count > 0 and self.may_spawn else []
 
     def _schedule_respawn(self, queued: int) -> list[Action]:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED) or self.respawn_pending:
