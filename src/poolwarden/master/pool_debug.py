@@ -4,8 +4,8 @@
  Master (control API: debug startup / off / status) ──arm, disarm, status──▶ StartupDebugging
         │ arm: DebugArmed ─▶ PoolMachine; the worker it replaces ─▶ Recycler.note;
         │      its actions (a one-worker recycle, or a start) ─▶ Lifecycle.apply
- Lifecycle.spawn ──take()──▶ the DebugArm for the next worker: its Boot names the
-                             debug adapter, its launch wrapper goes in front of it
+ Lifecycle, starting a worker ──take()──▶ the DebugArm for it: its Boot names the
+                                          debug adapter, its launch wrapper goes first
 ```
 
 The arm is IIS's Image File Execution Options `Debugger` value: a debug

@@ -5,8 +5,8 @@ pool's bounded queue, or a 503 the master answers itself.
  FrontEnd / Master ──Pool.dispatch──▶ Dispatcher ──WorkerProcess.dispatch──▶ worker
                                         │  ▲   ▲
    PoolMachine ◀─RequestArrived, AllBusy┘  │   └─flush_queue── WorkerReports (a worker Ready)
-     (Enqueue, Refuse, Spawn: performed    │
-      here, or by Lifecycle.apply)         └─expire_queue, refuse_queue── Pool.check_workers,
+     (Enqueue, Refuse: performed here;     │
+      Spawn: by Lifecycle.apply)           └─expire_queue, refuse_queue── Pool.check_workers,
                                                                           Lifecycle (RefuseQueue)
    a 503 ─▶ answer_and_close(sock), and the pool's `on_refused` (the front-end log)
 ```

@@ -9,13 +9,12 @@ a thread that died, an orphaned worker, and a worker's end.
                                         a worker Ready ─▶ Dispatcher.flush_queue
 ```
 
-Each report becomes the pool's event and the machine's event, in that
-order where the machine's actions can disable the pool: the 5002 that
-`Disable` writes must come after the failure it names. A worker's end is
-classified here (`events.classify`), and its event's number goes into the
-502s of the requests it left unanswered. `Lifecycle.spawn` wires these
-callbacks into every `WorkerProcess`; the workers and orphans lists are the
-`Pool`'s.
+Each report is written as the pool's event before the machine's actions
+are performed: the 5002 that `Disable` writes must come after the failure
+it names. A worker's end is classified here (`events.classify`), and its
+event's number goes into the 502s of the requests it left unanswered. The
+Lifecycle wires these callbacks into every `WorkerProcess` it starts; the
+workers and orphans lists are the `Pool`'s.
 """
 
 from __future__ import annotations
