@@ -1,12 +1,12 @@
 """A pool's lifecycle as a pure state machine: events in, actions out.
 
 ```
- Pool (driver, master/pool.py)                 PoolMachine (this module)
+ Pool (driver, master/pool.py and parts)       PoolMachine (this module)
    start/stop/resume/recycle, a request, ─event─▶  state, stop reason, failure window,
-   a worker spawned / ready / debugged /           back-off count, recycle under way,
-   orphaned / ended / exited                       one WorkerView per worker it knows,
-   ◀─actions─ Spawn, Drain, Kill, Retire,          the orphans kept for inspection
-              Refuse, RefuseQueue, Disable, ...
+   a worker spawned / ready / debugged /           back-off count, and its WorkerRoster
+   orphaned / ended / exited                       (worker_roster.py): one WorkerView
+   ◀─actions─ Spawn, Drain, Kill, Retire,          per worker it knows, the orphans
+              Refuse, RefuseQueue, Disable, ...    kept for inspection, the recycle
 ```
 
 The machine decides; the driver performs. It reads no clock (a failure
@@ -79,6 +79,19 @@ from poolwarden.activation.rapid_fail import (
     restart_delay,
 )
 
+# The roster's vocabulary is the machine's: importable from here too.
+from poolwarden.activation.worker_roster import Drain as Drain
+from poolwarden.activation.worker_roster import EndReason as EndReason
+from poolwarden.activation.worker_roster import Kill as Kill
+from poolwarden.activation.worker_roster import ReapOrphans as ReapOrphans
+from poolwarden.activation.worker_roster import RecycleAborted as RecycleAborted
+from poolwarden.activation.worker_roster import Retire as Retire
+from poolwarden.activation.worker_roster import RunOrphanAction as RunOrphanAction
+from poolwarden.activation.worker_roster import Unretire as Unretire
+from poolwarden.activation.worker_roster import WorkerPhase as WorkerPhase
+from poolwarden.activation.worker_roster import WorkerRoster
+from poolwarden.activation.worker_roster import WorkerView as WorkerView
+
 
 class PoolState(enum.Enum):
     STARTED = "started"
@@ -97,19 +110,6 @@ class StopReason(enum.Enum):
     REMOVED = "removed"
     """A reload removed the pool."""
 
-
-class WorkerPhase(enum.Enum):
-    """A worker as the pool's policy sees it (the driver's `WorkerState`)."""
-
-    STARTING = "starting"
-    READY = "ready"
-    DRAINING = "draining"
-    EXITED = "exited"
-    """Reaped (`WorkerEnded`), not yet forgotten (`WorkerExited`)."""
-
-
-EndReason = Literal["recycle", "idle", "drain", "administrator", "shutdown"]
-"""Why the pool asks a worker to end (a subset of the event log's `EndedBy`)."""
 
 RefusalReason = Literal[
     "pool_stopped",
@@ -146,20 +146,6 @@ class PoolConfig:
     """A command is configured to run when rapid-fail protection disables the pool."""
     orphan_action_command: bool = False
     """A command is configured to run on each orphan."""
-
-
-@dataclass(slots=True)
-class WorkerView:
-    """What the policy knows of one worker."""
-
-    phase: WorkerPhase = WorkerPhase.STARTING
-    retiring: bool = False
-    """Being replaced by a recycle."""
-    ever_ready: bool = False
-    debugged: bool = False
-    """A debugger holds (or held) it: its failures do not count."""
-    asked: EndReason | Literal["kill"] | None = None
-    """Why the pool asked it to end (the first reason wins); None: never asked."""
 
 
 # events ---------------------------------------------------------------------
@@ -333,6 +319,8 @@ Event = (
 
 
 # actions --------------------------------------------------------------------
+# (and those about one worker or the orphans, from worker_roster: Retire,
+# Unretire, Drain, Kill, RecycleAborted, RunOrphanAction, ReapOrphans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,32 +339,6 @@ class ScheduleRespawn:
 @dataclass(frozen=True, slots=True)
 class CancelRespawn:
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class Retire:
-    """Mark a worker as being replaced: it takes new connections only as a last resort."""
-
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Unretire:
-    """A recycle was aborted: the worker serves on."""
-
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Drain:
-    id: int
-    reason: EndReason
-
-
-@dataclass(frozen=True, slots=True)
-class Kill:
-    id: int
-    reason: EndReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,18 +392,6 @@ class RunAutoShutdownCommand:
 
 
 @dataclass(frozen=True, slots=True)
-class RunOrphanAction:
-    """Run `orphan_action_command` on orphan `id`."""
-
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReapOrphans:
-    """End every orphan: the pool starts again or shuts down."""
-
-
-@dataclass(frozen=True, slots=True)
 class ScheduleKill:
     """Kill what is still running after the stop's time limit."""
 
@@ -459,13 +409,6 @@ class ReportStartupFailure:
     Ready in time, died before Ready without saying why, or was not created."""
 
     kind: Literal["startup_timeout", "died_before_ready", "spawn"]
-
-
-@dataclass(frozen=True, slots=True)
-class RecycleAborted:
-    """A replacement failed before Ready: `kept` old workers keep serving."""
-
-    kept: int
 
 
 Action = (
@@ -502,9 +445,6 @@ class IllegalTransition(ValueError):
         self.event = event
 
 
-_LIVE = (WorkerPhase.STARTING, WorkerPhase.READY)
-
-
 @dataclass(slots=True)
 class PoolMachine:
     """One pool's lifecycle; `handle` is the only way it changes."""
@@ -516,20 +456,30 @@ class PoolMachine:
     """Rapid-fail protection's window."""
     consecutive_failures: int = 0
     """Start-ups that failed in a row: the back-off before the next one."""
-    recycling: bool = False
-    """A recycle is under way (no other starts: `recycling.decide`)."""
     respawn_pending: bool = False
     last_failure_at: float | None = None
     """When the last counted failure ended (`WorkerEnded.now`)."""
     last_failure_timed_out: bool = False
     """The last start-up failure was the start-up time limit (503 startup_timeout)."""
-    workers: dict[int, WorkerView] = field(default_factory=dict)
-    """In the order they were started: the oldest retiring one drains first."""
-    orphans: set[int] = field(default_factory=set)
-    """Workers kept stopped for inspection, until they have exited: no
-    capacity, and their failure is already counted."""
+    roster: WorkerRoster = field(default_factory=WorkerRoster)
+    """One view per worker it knows, the orphans, the recycle (`worker_roster`)."""
 
     # what the driver may ask
+
+    @property
+    def workers(self) -> dict[int, WorkerView]:
+        """In the order they were started: the oldest retiring one drains first."""
+        return self.roster.views
+
+    @property
+    def orphans(self) -> set[int]:
+        """Workers kept stopped for inspection, until they have exited."""
+        return self.roster.orphans
+
+    @property
+    def recycling(self) -> bool:
+        """A recycle is under way (no other starts: `recycling.decide`)."""
+        return self.roster.recycling
 
     @property
     def may_spawn(self) -> bool:
@@ -538,32 +488,19 @@ class PoolMachine:
     @property
     def serving(self) -> list[int]:
         """Workers that count as capacity: starting or Ready, not being replaced."""
-        return [
-            id for id, view in self.workers.items() if view.phase in _LIVE and not view.retiring
-        ]
-
-    @property
-    def any_ready(self) -> bool:
-        return any(view.phase is WorkerPhase.READY for view in self.workers.values())
-
-    @property
-    def starting(self) -> bool:
-        """A worker that counts as capacity is on its way to Ready."""
-        return any(self.workers[id].phase is WorkerPhase.STARTING for id in self.serving)
+        return self.roster.serving
 
     @property
     def may_grow(self) -> bool:
         """Room for one more worker and none starting (the driver then looks
         whether every worker is busy: `AllBusy`)."""
-        return len(self.serving) < self.config.processes and not self.starting
+        return len(self.serving) < self.config.processes and not self.roster.starting
 
     @property
     def stopping_first(self) -> bool:
         """A recycle without overlap waits for an old worker to exit before it
         starts the replacement; nothing else starts meanwhile."""
-        return not self.config.overlapping and any(
-            view.retiring and view.phase is WorkerPhase.DRAINING for view in self.workers.values()
-        )
+        return not self.config.overlapping and self.roster.retiree_draining
 
     def failure_reason(self) -> RefusalReason:
         return "startup_timeout" if self.last_failure_timed_out else "startup_failed"
@@ -596,11 +533,10 @@ class PoolMachine:
             case DebugArmed():
                 return self._debug_armed(event)
             case WorkerSpawned(id=id, debugged=debugged):
-                self.workers[id] = WorkerView(debugged=debugged)
+                self.roster.spawned(id, debugged)
                 return []
             case WorkerDebugged(id=id):
-                if id in self.workers:
-                    self.workers[id].debugged = True
+                self.roster.debugged(id)
                 return []
             case SpawnFailed():
                 return self._spawn_failed(event)
@@ -623,18 +559,15 @@ class PoolMachine:
                 self.respawn_pending = False
                 return self._spawn(self._wanted(queued) - len(self.serving))
             case QueueWaitExpired():
-                if any(
-                    view.debugged and view.phase is WorkerPhase.STARTING
-                    for view in self.workers.values()
-                ):
+                if self.roster.start_debugged:
                     return []  # a debugger holds the start: requests wait up to the queue bound
-                if self.any_ready:
+                if self.roster.any_ready:
                     return [RefuseExpired("queue_timeout")]
                 if self.consecutive_failures:
                     return [RefuseExpired("startup_failed")]
                 return [RefuseExpired("startup_timeout")]
             case IdleTimeout(id=id):
-                return self._drain(id, "idle")
+                return [*self.roster.drain(id, "idle")]
         raise TypeError(f"not a pool event: {event!r}")
 
     def _start(self) -> list[Action]:
@@ -653,22 +586,20 @@ class PoolMachine:
     def _resume(self, event: Resume) -> list[Action]:
         if self.state is PoolState.STARTED:
             return []
-        if self.state is PoolState.STARTUP_FAILED:
-            # An administrator says the cause is fixed: try again now, with
-            # no back-off and a fresh rapid-fail window.
-            self.failures = FailureWindow()
-            self.consecutive_failures = 0
-            self.last_failure_at = None
-            self.state = PoolState.STARTED
-            return [*self._cancel_respawn(), *self._start_workers()]
-        if self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
+        failing = self.state is PoolState.STARTUP_FAILED
+        if not failing and self.stop_reason in (StopReason.SHUTDOWN, StopReason.REMOVED):
             raise IllegalTransition(self.state, event, "the pool is shutting down")
         self.failures = FailureWindow()
-        self.state = PoolState.STARTED
-        self.stop_reason = None
         self.consecutive_failures = 0
+        self.state = PoolState.STARTED
+        if failing:
+            # An administrator says the cause is fixed: try again now, with
+            # no back-off and a fresh rapid-fail window.
+            self.last_failure_at = None
+            return [*self._cancel_respawn(), *self._start_workers()]
+        self.stop_reason = None
         # Started again: what was kept for inspection goes.
-        return [*self._reap_orphans(), *self._start_workers()]
+        return [*self.roster.reap_orphans(), *self._start_workers()]
 
     def _stop(self, event: Stop) -> list[Action]:
         if self.state is PoolState.STOPPED:
@@ -677,16 +608,15 @@ class PoolMachine:
             return []
         self.state = PoolState.STOPPING
         self.stop_reason = event.reason
-        self.recycling = False
+        self.roster.recycling = False
         # An administrator's stop keeps the orphans: that is when one inspects them.
-        reap = self._reap_orphans() if event.reason is not StopReason.ADMINISTRATOR else []
+        reap = self.roster.reap_orphans() if event.reason is not StopReason.ADMINISTRATOR else []
         actions: list[Action] = [
             *reap,
             *self._cancel_respawn(),
             RefuseQueue(self.stopped_reason()),
+            *self.roster.drain_all(ENDED_BY[event.reason]),
         ]
-        for id in list(self.workers):
-            actions += self._drain(id, ENDED_BY[event.reason])
         if not self.workers:
             return [*actions, *self._stopped()]
         return [*actions, ScheduleKill(event.time_limit)]
@@ -696,12 +626,12 @@ class PoolMachine:
             self.state = PoolState.STOPPING
         if self.stop_reason is None:
             self.stop_reason = StopReason.SHUTDOWN
-        self.recycling = False
-        actions: list[Action] = [*self._cancel_respawn(), RefuseQueue(self.stopped_reason())]
-        reason = ENDED_BY[self.stop_reason]
-        for id, view in self.workers.items():
-            view.asked = view.asked or reason
-            actions.append(Kill(id, reason))
+        self.roster.recycling = False
+        actions: list[Action] = [
+            *self._cancel_respawn(),
+            RefuseQueue(self.stopped_reason()),
+            *self.roster.kill_all(ENDED_BY[self.stop_reason]),
+        ]
         if not self.workers:
             actions += self._stopped()
         return actions
@@ -717,28 +647,15 @@ class PoolMachine:
             if self.state is not PoolState.STARTED:
                 raise IllegalTransition(self.state, event, "only a started pool is recycled")
             old = self.serving
-            if not old:
-                return []
         else:
-            # A worker already being replaced, or gone, is not replaced twice.
-            old = [
-                id
-                for id in event.ids
-                if id in self.workers
-                and not self.workers[id].retiring
-                and self.workers[id].phase is not WorkerPhase.EXITED
-            ]
-            if not old:
-                return []
-        self.recycling = True
-        actions: list[Action] = []
-        for id in old:
-            self.workers[id].retiring = True
-            actions.append(Retire(id))
+            old = self.roster.replaceable(event.ids)
+        if not old:
+            return []
+        actions: list[Action] = [*self.roster.recycle(old)]
         if not self.config.overlapping:
             # Stop first, then start: one old worker drains, and its
             # replacement starts when it has exited.
-            return [*actions, *self._drain(old[0], "recycle")]
+            return [*actions, *self.roster.drain(old[0], "recycle")]
         return [*actions, *self._spawn(len(old))]
 
     def _debug_armed(self, event: DebugArmed) -> list[Action]:
@@ -751,34 +668,21 @@ class PoolMachine:
             )
         if not self.config.always_running or self.state is not PoolState.STARTED:
             return []
-        ready = [id for id in self.serving if self.workers[id].phase is WorkerPhase.READY]
+        ready = self.roster.ready_serving()
         if ready and not self.recycling:
             return self._recycle(RecycleRequested((ready[0],)))
-        if any(view.phase is WorkerPhase.STARTING for view in self.workers.values()):
+        if self.roster.any_starting:
             return []  # the armed start goes to the next worker started
         return self._spawn(min(1, self.config.processes - len(self.serving)))
 
     def _ready(self, id: int) -> list[Action]:
-        view = self.workers.get(id)
-        if view is not None:
-            view.phase = WorkerPhase.READY
-            view.ever_ready = True
+        view = self.roster.ready(id)
         self.consecutive_failures = 0
         if self.state is PoolState.STARTUP_FAILED:
             self.state = PoolState.STARTED
         if view is not None and view.retiring:
             return []
-        # A replacement is Ready: drain the oldest worker it replaces.
-        actions: list[Action] = []
-        for old_id, old in self.workers.items():
-            if old.retiring and old.phase is WorkerPhase.READY:
-                actions = self._drain(old_id, "recycle")
-                break
-        if not any(
-            view.retiring and view.phase is not WorkerPhase.EXITED for view in self.workers.values()
-        ):
-            self.recycling = False
-        return actions
+        return [*self.roster.replacement_ready()]
 
     def _spawn_failed(self, event: SpawnFailed) -> list[Action]:
         self.consecutive_failures += 1
@@ -786,7 +690,7 @@ class PoolMachine:
         if self.state is PoolState.DISABLED:
             return actions
         self.last_failure_timed_out = False
-        if not self.any_ready:
+        if not self.roster.any_ready:
             self.state = PoolState.STARTUP_FAILED
             actions.append(RefuseQueue("startup_failed"))
         actions.append(ReportStartupFailure("spawn"))
@@ -795,9 +699,7 @@ class PoolMachine:
     def _ended(self, event: WorkerEnded) -> list[Action]:
         if event.id in self.orphans:
             return []  # counted when it was orphaned: its end is no news
-        view = self.workers.get(event.id)
-        if view is not None:
-            view.phase = WorkerPhase.EXITED
+        view = self.roster.ended(event.id)
         if not event.counts_as_failure or (view is not None and view.debugged):
             return []  # planned, or a debugger held it: not the app's failure
         return self._count_failure(event.now)
@@ -805,13 +707,11 @@ class PoolMachine:
     def _orphaned(self, event: WorkerOrphaned) -> list[Action]:
         """Out of service at once (no capacity, not drained, not killed), its
         failure counted now and only now, and replaced."""
-        view = self.workers.pop(event.id, None)
+        view = self.roster.orphan(event.id)
         if view is None:
             return []  # it has already ended: its end is handled as any other
-        self.orphans.add(event.id)
-        actions: list[Action] = []
-        if self.config.orphan_action_command:
-            actions.append(RunOrphanAction(event.id))
+        run_action = self.config.orphan_action_command
+        actions: list[Action] = [RunOrphanAction(event.id)] if run_action else []
         if not view.debugged:
             actions += self._count_failure(event.now)
         if self.state is PoolState.STOPPING and not self.workers:
@@ -842,16 +742,12 @@ class PoolMachine:
             actions.append(ScheduleAutoRestart(self.config.auto_restart_after))
         if self.config.auto_shutdown_command:
             actions.append(RunAutoShutdownCommand())
-        actions.append(RefuseQueue("pool_disabled"))
-        for id in list(self.workers):
-            actions += self._drain(id, "drain")
-        return actions
+        return [*actions, RefuseQueue("pool_disabled"), *self.roster.drain_all("drain")]
 
     def _exited(self, event: WorkerExited) -> list[Action]:
-        if event.id in self.orphans:
-            self.orphans.discard(event.id)
+        if self.roster.forget_orphan(event.id):
             return []  # out of service since it was orphaned
-        view = self.workers.pop(event.id, None) or WorkerView(phase=WorkerPhase.EXITED)
+        view = self.roster.exited(event.id)
         if self.state is PoolState.DISABLED:
             return []  # rapid-fail protection: nothing more is started
         stopping = self.state in (PoolState.STOPPING, PoolState.STOPPED)
@@ -867,19 +763,15 @@ class PoolMachine:
                 # new settings) has already started the pool's full count.
                 missing = self.config.processes - len(self.serving)
                 return actions + self._spawn(min(1, missing))
-            if not any(
-                other.retiring and other.phase is not WorkerPhase.EXITED
-                for other in self.workers.values()
-            ):
-                self.recycling = False
+            self.roster.settle_recycle()
             return actions  # replaced: its successor is already there
         queued = event.queued
         if not view.ever_ready:
             if not view.debugged:
                 self.consecutive_failures += 1
             if self.recycling:
-                actions += self._abort_recycle()
-            elif not self.any_ready:
+                actions += self.roster.abort_recycle()
+            elif not self.roster.any_ready:
                 self.state = PoolState.STARTUP_FAILED
                 actions.append(RefuseQueue(self.failure_reason()))
                 queued = 0  # answered: an on-demand pool waits for the next request
@@ -894,23 +786,6 @@ class PoolMachine:
         if self.recycling:
             return actions
         return actions + self._schedule_respawn(queued)
-
-    def _abort_recycle(self) -> list[Action]:
-        """A replacement failed to start: the old workers keep serving, and
-        the other replacements (which would fail alike) are killed."""
-        self.recycling = False
-        actions: list[Action] = []
-        kept = 0
-        for id, view in self.workers.items():
-            if view.retiring and view.phase is WorkerPhase.READY:
-                view.retiring = False
-                actions.append(Unretire(id))
-                kept += 1
-        for id, view in self.workers.items():
-            if not view.retiring and not view.ever_ready:
-                view.asked = view.asked or "recycle"
-                actions.append(Kill(id, "recycle"))
-        return [*actions, RecycleAborted(kept)]
 
     def _request(self, event: RequestArrived) -> list[Action]:
         state = self.state
@@ -938,7 +813,7 @@ class PoolMachine:
         driven by `always_running` does."""
         if event.queued >= self.config.queue_length:
             return [Refuse("queue_full")]
-        if self.starting or self.respawn_pending:
+        if self.roster.starting or self.respawn_pending:
             return [Enqueue()]
         if self.config.always_running or len(self.serving) >= self.config.processes:
             return [Refuse(self.failure_reason())]  # nothing to wait for
@@ -958,9 +833,7 @@ class PoolMachine:
         return 1 if queued else 0
 
     def _spawn(self, count: int) -> list[Action]:
-        if count <= 0 or not self.may_spawn:
-            return []
-        return [Spawn(count)]
+        return [Spawn(count)] if count > 0 and self.may_spawn else []
 
     def _schedule_respawn(self, queued: int) -> list[Action]:
         if self.state in (PoolState.STOPPING, PoolState.STOPPED) or self.respawn_pending:
@@ -975,15 +848,3 @@ class PoolMachine:
             return []
         self.respawn_pending = False
         return [CancelRespawn()]
-
-    def _reap_orphans(self) -> list[Action]:
-        return [ReapOrphans()] if self.orphans else []
-
-    def _drain(self, id: int, reason: EndReason) -> list[Action]:
-        view = self.workers.get(id)
-        if view is None:
-            return []
-        if view.phase in _LIVE:
-            view.asked = view.asked or reason
-            view.phase = WorkerPhase.DRAINING
-        return [Drain(id, reason)]
