@@ -19,7 +19,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from poolwarden.scoreboard import HEADER_SIZE, SLOT_SIZE, Phase, Scoreboard, SlotView, size_for
+from poolwarden.scoreboard import (
+    HEADER_SIZE,
+    SLOT_SIZE,
+    WEBSOCKET_PHASES,
+    Phase,
+    Scoreboard,
+    SlotView,
+    size_for,
+)
 from tests.conftest import REPO
 
 
@@ -223,3 +231,44 @@ def test_the_sequence_count_wraps(board: Scoreboard) -> None:
     assert board.read(0).path == "/wrapped"
     writer.end()
     assert (board.read(0).phase, board.read(0).served) == (Phase.IDLE, 1)
+
+
+def test_a_websocket_through_its_phases(board: Scoreboard) -> None:
+    """Handshake in the app, open at a frame boundary, mid-frame, closed;
+    its message counts ride in words of their own."""
+    writer = board.writer(3)
+    writer.begin(9, 5.0, b"GET", b"/chat", b"127.0.0.1:4000")
+    assert board.read(3).phase is Phase.APP  # a crash here still gets a 502
+    writer.websocket(writing=True)
+    slot = board.read(3)
+    assert (slot.phase, slot.status, slot.frame_boundary) == (Phase.WEBSOCKET_WRITING, 101, False)
+    writer.websocket(writing=False)
+    writer.messages(3, 7)
+    slot = board.read(3)
+    assert (slot.phase, slot.frame_boundary, slot.received, slot.sent) == (
+        Phase.WEBSOCKET,
+        True,
+        3,
+        7,
+    )
+    assert (slot.path, slot.client, slot.consistent) == ("/chat", "127.0.0.1:4000", True)
+    assert board.busy() == [slot] and board.busy_count() == 1
+    assert slot.phase in WEBSOCKET_PHASES
+    writer.end()
+    assert (board.read(3).phase, board.served()) == (Phase.IDLE, 1)
+    # the next request in the slot starts its counts afresh
+    writer.begin(10, 6.0, b"GET", b"/next", b"peer")
+    slot = board.read(3)
+    assert (slot.received, slot.sent, slot.phase) == (0, 0, Phase.APP)
+    assert slot.phase not in WEBSOCKET_PHASES
+
+
+def test_message_counts_are_outside_the_checked_fields(board: Scoreboard) -> None:
+    """Counting a message costs two stores and no seqlock write: the copy
+    stays whole while they change."""
+    writer = board.writer(0)
+    writer.begin(1, 1.0, b"GET", b"/ws", b"peer")
+    for count in range(1, 50):
+        writer.messages(count, count * 2)
+        slot = board.read(0)
+        assert slot.consistent and (slot.received, slot.sent) == (count, count * 2)

@@ -6,7 +6,7 @@
  worker: maps the same fd and writes its slots, no syscalls per request
 ```
 
-One slot per WSGI thread or concurrent ASGI request. Each slot is written by
+One slot per WSGI thread, concurrent ASGI request or open WebSocket. Each slot is written by
 exactly one thread of its worker and guarded by a sequence counter (a
 seqlock): the writer makes it odd while it writes and even when done, and a
 reader retries until it sees the same even value before and after its copy.
@@ -22,18 +22,30 @@ the slot's request fields seeded with the counter value the write ends at:
 a copy whose fields are half of two writes, or the fields of an earlier
 write under a later counter, fails the check and is read again. What a
 reader may still see on a weakly ordered CPU: the phase word (phase and
-status) and the served count are single aligned 4-byte words, each always a
-value some store wrote, but either may be seen a moment before or after the
-rest of the slot. A dead worker's board (`final`) is exact: its stores were
+status), the served count and a WebSocket's two message counts are single
+aligned 4-byte words, each always a value some store wrote, but any of them
+may be seen a moment before or after the rest of the slot. A dead worker's board (`final`) is exact: its stores were
 all visible once it exited.
 
 The memory belongs to the master, so it outlives a worker that crashes in the
 middle of a request, which is the point.
 
 ```
- slot: seq | crc | phase,status | served | conn_id started method path client thread
-       word  word  word           word     the request fields (the CRC covers them)
+ slot: seq | crc | phase,status | served | conn_id started method path client thread | in | out
+       word  word  word           word     the request fields (the CRC covers them)   word word
 ```
+
+An open WebSocket keeps its slot for its whole life (`Phase.WEBSOCKET`), with
+the messages it received and sent in the last two words (stored without the
+seqlock, like `served`). Its phase word also says whether the connection's
+byte stream is at a frame boundary, which decides whether the master may
+write a close frame of its own to the client of a dead worker: the worker
+stores `WEBSOCKET_WRITING` before it hands a frame to its transport and
+`WEBSOCKET` again only once the transport's write buffer is empty after the
+write. A frame the transport still buffers dies with the worker half sent
+(the kernel has its beginning, the rest is gone), so "clean" means exactly
+"every byte written so far is in the kernel": the master reads `WEBSOCKET`
+as a clean boundary and anything else as a stream it must not add to.
 """
 
 from __future__ import annotations
@@ -57,6 +69,17 @@ class Phase(enum.IntEnum):
     still be answered with a 502."""
     RESPONDING = 2
     """The response has started; a crash here can only close the connection."""
+    WEBSOCKET = 3
+    """An open WebSocket (101 sent) whose every written byte reached the
+    kernel: the stream is at a frame boundary, so the master may close it
+    with a close frame of its own (1011) if the worker dies."""
+    WEBSOCKET_WRITING = 4
+    """An open WebSocket with a frame being written, or still in the
+    worker's transport buffer: a frame from the master would land inside it."""
+
+
+WEBSOCKET_PHASES = frozenset((Phase.WEBSOCKET, Phase.WEBSOCKET_WRITING))
+"""An open WebSocket is not a request in flight: no request time-out applies."""
 
 
 _SEQ_MASK = 0xFFFFFFFF
@@ -70,7 +93,10 @@ _BODY = struct.Struct("<BxHIQd12s200s52sQ")
 _FIELDS = struct.Struct("<Qd12s200s52sQ")
 """The request fields: `_BODY` after its two words, written only by `begin`."""
 assert _FIELDS.size == _BODY.size - 8
-SLOT_SIZE = 4 + 4 + _BODY.size  # seq, crc of the fields, body
+_MESSAGES = struct.Struct("<II")
+"""A WebSocket's messages received and sent, after the request fields."""
+_MESSAGES_AT = 4 + 4 + _BODY.size
+SLOT_SIZE = _MESSAGES_AT + _MESSAGES.size  # seq, crc of the fields, body, messages
 assert SLOT_SIZE % 4 == 0, "every slot's counter must be 4-byte aligned"
 _HEADER = struct.Struct("<IIQ")  # magic, slot count, pid
 HEADER_SIZE = 64
@@ -100,6 +126,15 @@ class SlotView:
     consistent: bool = True
     """False when the reader gave up waiting for a whole copy (a writer
     stopped or dead mid-write): the fields may mix two writes."""
+    received: int = 0
+    """Messages an open WebSocket received from its client."""
+    sent: int = 0
+    """Messages an open WebSocket sent to its client."""
+
+    @property
+    def frame_boundary(self) -> bool:
+        """An open WebSocket whose stream the master may add a close frame to."""
+        return self.phase is Phase.WEBSOCKET
 
 
 def size_for(slots: int) -> int:
@@ -155,6 +190,7 @@ class Scoreboard:
             raw, consistent = self._consistent_copy(offset >> 2, start, end)
         fields = _BODY.unpack_from(raw, 4)
         phase, status, served, conn_id, started, method, path, client, thread = fields
+        received, sent = _MESSAGES.unpack_from(raw, _MESSAGES_AT - 4)
         return SlotView(
             index=index,
             phase=Phase(phase),
@@ -167,6 +203,8 @@ class Scoreboard:
             client=client.rstrip(b"\0").decode("latin-1"),
             thread=thread,
             consistent=consistent,
+            received=received,
+            sent=sent,
         )
 
     def _consistent_copy(self, seq_index: int, start: int, end: int) -> tuple[bytes, bool]:
@@ -230,7 +268,7 @@ def _whole(seq: int, raw: bytes) -> bool:
     """Whether `raw` (a slot from its CRC word on) holds one whole write that
     ended at counter value `seq`. A never-written slot (all zeros) is whole."""
     crc = int.from_bytes(raw[:4], "little")
-    fields = raw[12:]
+    fields = raw[12 : 12 + _FIELDS.size]
     if seq == 0 and crc == 0:
         return True
     return zlib.crc32(fields, seq) == crc
@@ -243,6 +281,7 @@ class SlotWriter:
         "_client",
         "_conn_id",
         "_map",
+        "_messages_index",
         "_method",
         "_offset",
         "_path",
@@ -259,6 +298,7 @@ class SlotWriter:
         self._seqs = seqs
         self._offset = offset
         self._seq_index = offset >> 2
+        self._messages_index = (offset + _MESSAGES_AT) >> 2
         self._seq = 0
         self._served = 0
         self._conn_id = 0
@@ -282,7 +322,7 @@ class SlotWriter:
             self._client,
             self._thread,
         )
-        self._map[self._offset + 16 : self._offset + SLOT_SIZE] = fields
+        self._map[self._offset + 16 : self._offset + _MESSAGES_AT] = fields
         seqs[index + 1] = zlib.crc32(fields, done)
         seqs[index + 3] = self._served
         seqs[index + 2] = phase | (status << 16)
@@ -299,10 +339,24 @@ class SlotWriter:
         self._path = path
         self._client = client
         self._write(Phase.APP, 0)
+        if self._seqs[self._messages_index] or self._seqs[self._messages_index + 1]:
+            self.messages(0, 0)
 
     def responding(self, status: int) -> None:
         """The first response byte is about to be sent (one atomic store)."""
         self._seqs[self._seq_index + 2] = Phase.RESPONDING | (status << 16)
+
+    def websocket(self, writing: bool) -> None:
+        """The WebSocket is open (101 sent): `writing` while a frame may be
+        half sent, else at a frame boundary (one atomic store)."""
+        phase = Phase.WEBSOCKET_WRITING if writing else Phase.WEBSOCKET
+        self._seqs[self._seq_index + 2] = phase | (101 << 16)
+
+    def messages(self, received: int, sent: int) -> None:
+        """A WebSocket's message counts so far (two atomic stores)."""
+        seqs = self._seqs
+        seqs[self._messages_index] = received & _SEQ_MASK
+        seqs[self._messages_index + 1] = sent & _SEQ_MASK
 
     def end(self) -> None:
         """The request is done, answered or not (two atomic stores)."""
