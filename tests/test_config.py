@@ -20,6 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from poolwarden import channel as ch
+from poolwarden.channel import WebSocketOptions
 from poolwarden.config import (
     Config,
     ConfigError,
@@ -37,6 +39,7 @@ from poolwarden.config import (
     parse_config,
 )
 from poolwarden.http.limits import HeadLimits
+from poolwarden.settings import PoolSettings
 from poolwarden.units import format_duration, format_size, parse_duration, parse_size
 
 REPO = Path(__file__).resolve().parent.parent
@@ -299,6 +302,68 @@ def test_user_and_group_take_names_or_ids() -> None:
     ],
 )
 def test_a_wrong_value_is_reported_at_its_key(key: str, value: Any, expected: str) -> None:
+    assert problems(with_value(key, value)) == [expected]
+
+
+def test_the_websocket_keys_reach_the_pool_settings_and_the_boot_message() -> None:
+    data = minimal()
+    data["pools"]["web"].update(
+        ws_max_size="1MiB",
+        ws_ping_interval="5s",
+        ws_ping_timeout="2.5s",
+        ws_per_message_deflate=False,
+        max_websockets=300,
+    )
+    settings = config_from_dict(data, BASE).pool_settings("web")
+    assert settings.websocket_options() == WebSocketOptions(
+        max_size=1 << 20,
+        ping_interval=5.0,
+        ping_timeout=2.5,
+        per_message_deflate=False,
+        max_websockets=300,
+    )
+
+
+def test_websocket_defaults_are_one_set() -> None:
+    """The config file, `poolwarden run` and the Boot message's own default
+    (what a worker uses when the master sends none) agree."""
+    settings = config_from_dict(minimal(), BASE).pool_settings("web")
+    [boot_default] = [f.default for f in msgspec.structs.fields(ch.Boot) if f.name == "websocket"]
+    assert settings.websocket_options() == WebSocketOptions() == boot_default
+    assert PoolSettings(name="x", app="m:a").websocket_options() == WebSocketOptions()
+    assert WebSocketOptions().max_size == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("pools.web.ws_max_size", 0, "pools.web.ws_max_size: expected size > 0, got 0"),
+        (
+            "pools.web.ws_max_size",
+            "huge",
+            'pools.web.ws_max_size: invalid size "huge" (use e.g. "512MiB", "1GiB", "100MB")',
+        ),
+        (
+            "pools.web.ws_ping_interval",
+            "-1s",
+            'pools.web.ws_ping_interval: invalid duration "-1s" (use e.g. "90s", "5m", "29h")',
+        ),
+        (
+            "pools.web.ws_ping_timeout",
+            "soon",
+            'pools.web.ws_ping_timeout: invalid duration "soon" (use e.g. "90s", "5m", "29h")',
+        ),
+        (
+            "pools.web.ws_per_message_deflate",
+            "on",
+            'pools.web.ws_per_message_deflate: expected bool, got "on"',
+        ),
+        ("pools.web.max_websockets", -1, "pools.web.max_websockets: expected int >= 0, got -1"),
+    ],
+)
+def test_a_wrong_websocket_value_is_reported_at_its_key(
+    key: str, value: Any, expected: str
+) -> None:
     assert problems(with_value(key, value)) == [expected]
 
 

@@ -67,6 +67,17 @@ class StartupFailure(msgspec.Struct, frozen=True):
 # master → worker
 
 
+class WebSocketOptions(msgspec.Struct, frozen=True, array_like=True):
+    """How an ASGI worker serves WebSockets: the pool's `ws_*` settings and
+    `max_websockets` (`PoolSettings` says why each default)."""
+
+    max_size: int = 16 * 1024 * 1024
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    per_message_deflate: bool = True
+    max_websockets: int = 0
+
+
 class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     """Everything a worker needs to start; the first message it receives."""
 
@@ -96,6 +107,8 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     loop_lag_warning: float = 1.0
     """Seconds an ASGI worker's loop may be blocked before its watchdog
     reports the stall (`LoopLag`); 0: no watchdog."""
+    websocket: WebSocketOptions = WebSocketOptions()
+    """WebSocket limits and keep-alive pings (ASGI workers)."""
 
 
 class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):

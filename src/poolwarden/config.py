@@ -273,6 +273,16 @@ class PoolConfig(_Section, frozen=True, kw_only=True):
     core_dumps: bool = False
     """Let workers write core files (soft RLIMIT_CORE raised to the hard one);
     cores written into the working directory are moved to `STATE_DIR/dumps`."""
+    ws_max_size: PositiveSize = 16 * _MIB
+    """Largest WebSocket message a client may send, else 1009 (uvicorn's default)."""
+    ws_ping_interval: Duration = 20.0
+    """Time between the server's pings on an open WebSocket (0 = no pings)."""
+    ws_ping_timeout: Duration = 20.0
+    """Time a client has to answer a ping, else 1011 (0 = wait for ever)."""
+    ws_per_message_deflate: bool = True
+    """Negotiate permessage-deflate compression when the client offers it."""
+    max_websockets: Count = 0
+    """Open WebSockets per worker before a handshake gets 503 queue_full (0 = no limit)."""
     process_model: ProcessModelConfig = ProcessModelConfig()
     recycling: RecyclingConfig = RecyclingConfig()
     rapid_fail: RapidFailConfig = RapidFailConfig()
@@ -417,6 +427,11 @@ class Config:
             orphan_action_command=tuple(pool.rapid_fail.orphan_action_command or ()),
             launch_wrapper=tuple(pool.launch_wrapper),
             core_dumps=pool.core_dumps,
+            ws_max_size=pool.ws_max_size,
+            ws_ping_interval=pool.ws_ping_interval,
+            ws_ping_timeout=pool.ws_ping_timeout,
+            ws_per_message_deflate=pool.ws_per_message_deflate,
+            max_websockets=pool.max_websockets,
         )
 
     def server_settings(self) -> ServerSettings:

@@ -12,6 +12,7 @@ from typing import Literal
 
 import msgspec
 
+from poolwarden.channel import WebSocketOptions
 from poolwarden.http.limits import HeadLimits
 
 Interface = Literal["auto", "wsgi", "asgi"]
@@ -130,6 +131,31 @@ class PoolSettings(msgspec.Struct, frozen=True):
     core the kernel writes into the working directory is moved to
     `STATE_DIR/dumps/POOL-PID.core`. Off by default: cores can be large and
     hold secrets (whatever was in memory)."""
+    ws_max_size: int = 16 * 1024 * 1024
+    """Largest WebSocket message a client may send, in bytes, else the
+    connection is closed with 1009; uvicorn's default."""
+    ws_ping_interval: float = 20.0
+    """Seconds between the pings an open WebSocket gets from the server, so
+    that idle connections stay open through proxies and dead peers are found
+    (uvicorn and websockets: 20 s; 0 = no pings)."""
+    ws_ping_timeout: float = 20.0
+    """Seconds a client has to answer a ping before its WebSocket is closed
+    with 1011 (uvicorn and websockets: 20 s; 0 = wait for ever)."""
+    ws_per_message_deflate: bool = True
+    """Negotiate permessage-deflate (RFC 7692) when the client offers it."""
+    max_websockets: int = 0
+    """Open WebSockets one worker holds before it answers a new handshake
+    503 queue_full (0 = no limit but memory)."""
+
+    def websocket_options(self) -> WebSocketOptions:
+        """The WebSocket settings as the worker gets them in its Boot message."""
+        return WebSocketOptions(
+            max_size=self.ws_max_size,
+            ping_interval=self.ws_ping_interval,
+            ping_timeout=self.ws_ping_timeout,
+            per_message_deflate=self.ws_per_message_deflate,
+            max_websockets=self.max_websockets,
+        )
 
 
 class ServerSettings(msgspec.Struct, frozen=True):

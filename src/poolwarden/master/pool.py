@@ -167,6 +167,7 @@ class Pool:
             core_dumps=settings.core_dumps,
             debug_dir=os.path.abspath(os.path.join(server.state_dir, "debug")),
             loop_lag_warning=settings.loop_lag_warning,
+            websocket=settings.websocket_options(),
         )
 
     @property
