@@ -28,7 +28,7 @@ from poolwarden import channel as ch
 from poolwarden.activation.pool_policy import PoolState
 from poolwarden.events import catalog
 from poolwarden.master.worker_process import WorkerProcess
-from poolwarden.scoreboard import Phase, SlotView
+from poolwarden.scoreboard import WEBSOCKET_PHASES, Phase, SlotView
 from poolwarden.stacks import (
     StackFrame,
     ThreadStack,
@@ -57,6 +57,8 @@ class RequestWatch:
         limit = self.pool.settings.request_timeout
         now = time.time()
         for slot in worker.scoreboard.busy():
+            if slot.phase in WEBSOCKET_PHASES:
+                continue  # an open WebSocket is not a request that hangs
             key = (slot.conn_id, slot.started)
             if now - slot.started > limit and key not in worker.timed_out_requests:
                 worker.timed_out_requests.add(key)

@@ -32,6 +32,7 @@ from poolwarden.http.target import request_bytes, split_target
 from poolwarden.importer import describe_failure
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
+from poolwarden.worker import websocket_upgrade
 from poolwarden.worker.accesslog import AccessLog
 from poolwarden.worker.task_dump import describe_tasks, request_task_name
 
@@ -364,7 +365,8 @@ class HttpProtocol(asyncio.Protocol):
         received = 0 if cycle is None else cycle.body_received
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
+            websocket_upgrade.take_over(self, data[upgrade.args[0] :])
             if self.cycle is not None:
                 self.cycle.complete = True
                 self.cycle.close_after = True
@@ -841,6 +843,7 @@ class ASGIServer:
         ]
         self.null_slot = _NullSlot()
         self.state: dict[str, Any] = {}
+        self.websockets = websocket_upgrade.OpenWebSockets(loop, boot)
         self.draining = False
         self.done: asyncio.Future[None] = loop.create_future()
 
@@ -925,6 +928,7 @@ class ASGIServer:
 
     def drain(self) -> None:
         self.draining = True
+        self.websockets.drain()
         for protocol in list(self.connections):
             protocol.close_if_idle()
         if not self.connections and not self.done.done():

@@ -185,6 +185,9 @@ class RequestParser:
         request.method = parser.get_method()
         request.http_version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
+        # Known here, not only when llhttp stops at the upgrade: by then
+        # on_message_complete has already let go of the request.
+        request.upgrade = parser.should_upgrade()
         # "METHOD SP target SP HTTP/x.y", measured as the front end does.
         if len(request.method) + len(request.url) + 10 > self.limits.max_request_line:
             raise ParseError(414, "url_too_long", "request line longer than the limit")

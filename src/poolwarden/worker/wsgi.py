@@ -35,6 +35,7 @@ from poolwarden import channel as ch
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, simple_response
 from poolwarden.http.target import request_bytes, split_target
+from poolwarden.http.upgrade import is_websocket_upgrade, websocket_on_wsgi
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
@@ -613,6 +614,12 @@ class Connection:
                 request = ready.popleft()
                 if server.table is not None and not self.route(request):
                     return  # handed back to the front end, or refused
+                if request.upgrade and is_websocket_upgrade(
+                    request.method, request.http_version, request.headers
+                ):
+                    self.refuse_websocket(request)
+                    server.close(self)
+                    return
                 if not self.handle(request, slot) or server.draining:
                     server.close(self)
                     return
@@ -630,6 +637,27 @@ class Connection:
         except Exception:
             server.log_exception("internal error while serving a connection")
             server.close(self)
+
+    def refuse_websocket(self, request: Request) -> None:
+        """A WebSocket handshake reached a WSGI pool: answer 400 naming why
+        (RFC 6455 §4.2.2) without running the app, which could not hold the
+        connection; the caller closes it, and the worker serves on."""
+        started = time.time()
+        answer = websocket_on_wsgi(self.server.pool_name)
+        send_all(self.sock, answer)
+        if self.server.access_log is not None:
+            headers = {name.lower(): value for name, value in request.headers}
+            self.server.access_log.write(
+                client=self.dispatch.peer_host,
+                method=request.method.decode("latin-1"),
+                target=request.url.decode("latin-1"),
+                version=request.http_version,
+                status=400,
+                size=len(answer) - answer.index(b"\r\n\r\n") - 4,
+                referer=headers.get(b"referer", b"").decode("latin-1"),
+                user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+                duration=time.time() - started,
+            )
 
     def route(self, request: Request) -> bool:
         """Whether this request is this pool's; if not, hand it back.
