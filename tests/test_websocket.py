@@ -330,6 +330,19 @@ def test_a_fragmented_message_is_reassembled(asgi: Server) -> None:
     client.close()
 
 
+def test_messages_wait_for_a_slow_app_without_loss(asgi: Server) -> None:
+    """Far more than the queue's bound is sent while the app reads nothing:
+    every message still arrives, whole and in order."""
+    client = Client(asgi, "/slow")
+    client.accepted()
+    count, size = 120, 64 * 1024
+    for index in range(count):
+        last = b"!" if index == count - 1 else b"."
+        client.send(index.to_bytes(4, "big") + last + b"x" * (size - 5))
+    assert client.message(timeout=20) == f"{count} {count * size}"
+    client.close()
+
+
 def test_a_client_ping_is_answered_with_its_payload(asgi: Server) -> None:
     client = Client(asgi)
     client.accepted()

@@ -142,6 +142,25 @@ async def pid(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.send", "text": message.get("text") or ""})
 
 
+async def slow_reader(scope: Scope, receive: Receive, send: Send) -> None:
+    """Read nothing for a while (the server must stop reading the socket,
+    not buffer without bound), then count what came, in order."""
+    await receive_within(receive)
+    await send({"type": "websocket.accept"})
+    await asyncio.sleep(1.0)
+    count = total = 0
+    while True:
+        message = await receive_within(receive)
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message["bytes"]
+        assert data[:4] == count.to_bytes(4, "big"), "out of order"
+        count += 1
+        total += len(data)
+        if data[4:5] == b"!":
+            await send({"type": "websocket.send", "text": f"{count} {total}"})
+
+
 ROUTES = {
     "/echo": echo,
     "/ws/echo": echo,
@@ -155,6 +174,7 @@ ROUTES = {
     "/return": return_without_close,
     "/close-then-send": close_then_send,
     "/pid": pid,
+    "/slow": slow_reader,
 }
 
 
