@@ -2,14 +2,14 @@
 
 ```
  Pool ──spawn, dispatch, drain, kill, abandon, stacks──▶ WorkerProcess ──on_ready, on_exit...──▶ Pool
-                                                           │
-   worker_spawn.spawn_worker ◀─┤ Popen, inherited fds, crash file, output readers
-   worker_channel.WorkerChannel ◀─┤ SEQPACKET: Boot, Dispatch(+fd) ─▶  ◀─ Ready, Closed, Pong...
-   custody.Custody ◀─┤ conn_id → the master's copy of each dispatched connection
-   health_timer.HealthTimer ◀─┤ pings and the start-up time limit (activation.worker_health)
-   diagnostics.WorkerDiagnostics ◀─┤ stacks, an ASGI worker's tasks, attaching a debugger
-   death_evidence.DeathEvidence ◀─┤ output tails, signals sent, crash file, core, OOM
- pidfd readable ─▶ the process ended: reap, classify (on_ended), answer its connections
+                                                           │ delegates to
+   ├─ worker_spawn.Spawned ........... Popen, inherited fds, crash file, output; reap, SIGKILL
+   ├─ worker_channel.WorkerChannel ... SEQPACKET: Boot, Dispatch(+fd) ─▶ ◀─ Ready, Closed, Pong...
+   ├─ custody.Custody ................ conn_id → the master's copy of each dispatched connection
+   ├─ health_timer.HealthTimer ....... pings, the start-up time limit (activation.worker_health)
+   ├─ diagnostics.WorkerDiagnostics .. stacks, an ASGI worker's tasks, attaching a debugger
+   └─ death_evidence.DeathEvidence ... output tails, signals sent, crash dump, core, OOM count
+ pidfd readable ─▶ the process ended: reap, classify (on_ended), custody answers its connections
 ```
 
 This handle keeps the worker's own state (STARTING, READY, DRAINING,

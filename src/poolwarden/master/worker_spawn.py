@@ -1,4 +1,4 @@
-"""Starting one worker process: its command line, what it inherits, its output.
+"""Starting one worker process (its command line, what it inherits, its output), and reaping it.
 
 ```
  WorkerProcess.spawn ──spawn_worker()──▶ Popen: [LAUNCH WRAPPER...] python -m poolwarden.worker
@@ -6,6 +6,8 @@
         ◀── Spawned: the process, the master's end of the channel (Boot sent),
             the scoreboard, the stack pipe, the crash file, the output readers
  stdout/stderr pipes ──▶ OutputReader ──▶ master's stderr, prefixed; the tails kept
+ WorkerProcess.kill ──▶ Spawned.kill: SIGKILL (its process group, under a launch wrapper)
+ pidfd readable ──▶ WorkerProcess ──▶ Spawned.reap: the wait status
 ```
 
 The worker finds each inherited descriptor by its number on the command
