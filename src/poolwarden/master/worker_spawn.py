@@ -27,7 +27,7 @@ import socket
 import subprocess
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -55,7 +55,7 @@ class Spawned:
     """Where faulthandler writes when the worker crashes or is aborted."""
     output: list[OutputReader]
     launch_wrapper: bool
-    _pidfd: int = -1
+    _pidfd: int = field(default=-1, init=False)
 
     def watch_exit(self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[], None]) -> None:
         """Call `on_exit` when the process ends: its pidfd turns readable."""
