@@ -1,8 +1,10 @@
 """Serving an ASGI 3.0 app on the worker's asyncio loop (uvloop when installed).
 
 ```
- channel ──Dispatch(+fd)──▶ connect_accepted_socket ──▶ HttpProtocol
-                                                   (httptools callbacks)
+ channel ──Dispatch(+fd)──▶ connect_accepted_socket ──▶ HttpProtocol ◀──▶ httptools
+                                                        │  each head: HeadReader (asgi_head)
+                                                        │  a later request of another pool:
+                                                        │    handed back (asgi_routing)
                                                         │ one RequestCycle
                                                         ▼ per request, in order
                                                    app(scope, receive, send)
@@ -21,18 +23,18 @@ import time
 import traceback
 from collections import deque
 from typing import Any
-from urllib.parse import unquote
 
 import httptools
 
 from poolwarden import channel as ch
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, STATUS_LINES, simple_response, status_line
-from poolwarden.http.target import request_bytes, split_target
 from poolwarden.importer import describe_failure
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker.accesslog import AccessLog
+from poolwarden.worker.asgi_head import ASGI_VERSIONS, HeadReader, Refused, http_scope
+from poolwarden.worker.asgi_routing import handed_back, root_path_here
 from poolwarden.worker.task_dump import describe_tasks, request_task_name
 
 LINGER_SECONDS = 2.0
@@ -41,7 +43,6 @@ is closed anyway (nginx's lingering close is similar)."""
 HIGH_WATER = 65536
 """Body bytes buffered for an app before the socket stops being read."""
 
-_ASGI = {"version": "3.0", "spec_version": "2.4"}
 _SERVER = b"server: poolwarden\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -116,6 +117,22 @@ class RequestCycle:
         self.sent_body = 0
         self.started = time.time()
         self.waiter: asyncio.Future[None] | None = None
+
+    def log_to(self, access_log: AccessLog, client: str) -> None:
+        """This request's line in the access log, once it is done."""
+        scope = self.scope
+        headers = dict(scope["headers"])
+        access_log.write(
+            client=client,
+            method=scope["method"],
+            target=self.target.decode("latin-1"),
+            version=self.http_version,
+            status=self.status,
+            size=self.sent_body,
+            referer=headers.get(b"referer", b"").decode("latin-1"),
+            user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+            duration=time.time() - self.started,
+        )
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -313,15 +330,14 @@ class HttpProtocol(asyncio.Protocol):
         self.server_address: tuple[str, int | None] = (dispatch.server_host, dispatch.server_port)
         self.log_client = dispatch.peer_host
         self.limits = server.limits
-        self.parser = httptools.HttpRequestParser(self)
+        self.head = HeadReader(
+            server.limits,
+            on_headers_complete=self.on_headers_complete,
+            on_body=self.on_body,
+            on_message_complete=self.on_message_complete,
+        )
+        self.parser = httptools.HttpRequestParser(self.head)
         self.transport: asyncio.Transport | None = None
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
-        self.in_head = False
-        self.expect_continue = False
-        self.host: bytes | None = None
-        self.unparsed = 0
         self.cycle: RequestCycle | None = None  # receiving its body
         self.active: RequestCycle | None = None  # running in the app
         self.pipeline: deque[RequestCycle] = deque()
@@ -359,7 +375,7 @@ class HttpProtocol(asyncio.Protocol):
             self.idle_timer = None
         if self.error is not None:
             return
-        in_head = self.in_head
+        in_head = self.head.in_head
         cycle = self.cycle
         received = 0 if cycle is None else cycle.body_received
         try:
@@ -370,7 +386,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.cycle.close_after = True
         except httptools.HttpParserCallbackError as failure:
             cause = failure.__context__
-            if isinstance(cause, _Refused):
+            if isinstance(cause, Refused):
                 self._refuse(cause.status, cause.reason_code, str(cause))
             else:
                 self._refuse(400, "bad_request", str(failure))
@@ -394,11 +410,12 @@ class HttpProtocol(asyncio.Protocol):
         that began and ended inside one head, or inside a body without
         giving any of it.
         """
-        held_back = (self.in_head and in_head) or (
+        head = self.head
+        held_back = (head.in_head and in_head) or (
             cycle is not None and cycle is self.cycle and cycle.body_received == received
         )
-        self.unparsed = self.unparsed + size if held_back else 0
-        if self.unparsed > self.limits.max_head_bytes:
+        head.unparsed = head.unparsed + size if held_back else 0
+        if head.unparsed > self.limits.max_head_bytes:
             self._refuse(431, "head_too_large", "request head larger than the limit")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -423,81 +440,33 @@ class HttpProtocol(asyncio.Protocol):
             self.writable = None
             writable.set_result(None)
 
-    # httptools callbacks
-
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.head_bytes = 0
-        self.in_head = True
-        self.expect_continue = False
-        self.host = None
-        self.unparsed = 0
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self.head_bytes += len(url)
-        if len(self.url) > self.limits.max_request_line:
-            raise _Refused(414, "url_too_long", "request line longer than the limit")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.limits.max_head_bytes:
-            raise _Refused(431, "head_too_large", "request head larger than the limit")
-        if not self.in_head:
-            return  # a trailer field of a chunked body: counted, then dropped
-        name = name.lower()
-        self.headers.append((name, value))
-        if len(self.headers) > self.limits.max_header_count:
-            raise _Refused(431, "too_many_headers", "too many header fields")
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_continue = True
-        elif name == b"host":
-            if self.host is not None:
-                raise _Refused(400, "bad_request", "more than one Host header")
-            self.host = value
+    # httptools callbacks (those of the head are the HeadReader's)
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        head = self.head
         parser = self.parser
         http_version = parser.get_http_version()
         method = parser.get_method()
-        # "METHOD SP target SP HTTP/x.y", measured as the front end does.
-        if len(method) + len(self.url) + 10 > self.limits.max_request_line:
-            raise _Refused(414, "url_too_long", "request line longer than the limit")
-        if http_version == "1.1" and self.host is None:
-            raise _Refused(400, "bad_request", "HTTP/1.1 request without a Host header")
-        url = self.url
-        raw_path, query = split_target(url)
-        path = raw_path.decode("ascii", "replace")
-        if "%" in path:
-            path = unquote(path)
-        dispatch = self.dispatch
-        scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": http_version,
-            "server": self.server_address,
-            "client": self.client_address,
-            "scheme": dispatch.scheme,
-            "method": method.decode("ascii"),
-            "root_path": dispatch.script_name,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": self.headers,
-            "state": self.server.state.copy(),
-        }
+        head.complete(method, http_version)
+        scope = http_scope(
+            method,
+            http_version,
+            head.url,
+            head.headers,
+            dispatch=self.dispatch,
+            server=self.server_address,
+            client=self.client_address,
+            state=self.server.state.copy(),
+        )
         cycle = RequestCycle(self, scope, parser.should_keep_alive())
-        cycle.target = url
+        cycle.target = head.url
         if self.server.table is not None:
-            self._route(cycle, path)
-        cycle.expect_continue = self.expect_continue and http_version != "1.0"
+            self._route(cycle)
+        cycle.expect_continue = head.expect_continue and http_version != "1.0"
         self.cycle = cycle
         self.pipeline.append(cycle)
         if self.active is not None:
             self.pause_reading()
-        self.head_bytes = 0
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -519,22 +488,23 @@ class HttpProtocol(asyncio.Protocol):
 
     # the connection's own logic
 
-    def _route(self, cycle: RequestCycle, path: str) -> None:
-        """Mount path of a later request on this connection, or hand it back.
-
-        The front end routed the first request; a later one may belong to
-        another application (a new root_path) or another pool (handed back
-        to the front end when its turn comes).
-        """
+    def _route(self, cycle: RequestCycle) -> None:
+        """Mount path of a later request on this connection, or hand it back
+        when its turn comes (`asgi_routing`)."""
         if not self.routed_first:
             self.routed_first = True
             return
-        table = self.server.table
-        assert table is not None
-        host = (self.host or b"").decode("latin-1")
-        match = table.route(self.dispatch.binding, host, cycle.scope["raw_path"].decode("latin-1"))
-        if match is not None and match.application.pool == self.server.pool_name:
-            cycle.scope["root_path"] = match.script_name
+        server = self.server
+        assert server.table is not None
+        root_path = root_path_here(
+            server.table,
+            self.dispatch.binding,
+            self.head.host,
+            cycle.scope["raw_path"],
+            server.pool_name,
+        )
+        if root_path is not None:
+            cycle.scope["root_path"] = root_path
         else:
             cycle.hand_back = True
 
@@ -542,15 +512,22 @@ class HttpProtocol(asyncio.Protocol):
         """Give the connection back to the front end with this request's bytes
         (as `worker.wsgi.Connection.hand_back` does, and with the same 421
         when they cannot be given back whole)."""
-        headers = cycle.scope["headers"]
-        chunked = any(name == b"transfer-encoding" for name, _ in headers)
+        message = handed_back(
+            self.dispatch,
+            cycle.scope["method"],
+            cycle.target,
+            cycle.http_version,
+            cycle.scope["headers"],
+            cycle.body,
+            complete=cycle.complete,
+        )
         transport = self.transport
         if (
             transport is None
             or self.pipeline
-            or self.in_head
+            or self.head.in_head
             or self.error is not None
-            or (chunked and not cycle.complete)
+            or message is None
         ):
             self.write(
                 simple_response(
@@ -561,26 +538,8 @@ class HttpProtocol(asyncio.Protocol):
             )
             self.close()
             return
-        data = request_bytes(
-            cycle.scope["method"].encode("ascii"),
-            cycle.target,
-            cycle.http_version,
-            headers,
-            b"".join(cycle.body),
-            chunked=chunked,
-        )
-        sock = transport.get_extra_info("socket")
         self.handed_back = True
-        self.server.hand_back(
-            sock.fileno(),
-            ch.HandBack(
-                conn_id=self.conn_id,
-                peer_host=self.dispatch.peer_host,
-                peer_port=self.dispatch.peer_port,
-                binding=self.dispatch.binding,
-                buffered=data,
-            ),
-        )
+        self.server.hand_back(transport.get_extra_info("socket").fileno(), message)
         self.closing = True
         transport.abort()  # closes this process's copy only: no FIN, no reset
 
@@ -605,19 +564,7 @@ class HttpProtocol(asyncio.Protocol):
         self.active = None
         self.active_slot = None
         if server.access_log is not None:
-            scope = cycle.scope
-            headers = dict(scope["headers"])
-            server.access_log.write(
-                client=self.log_client,
-                method=scope["method"],
-                target=cycle.target.decode("latin-1"),
-                version=cycle.http_version,
-                status=cycle.status,
-                size=cycle.sent_body,
-                referer=headers.get(b"referer", b"").decode("latin-1"),
-                user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
-                duration=time.time() - cycle.started,
-            )
+            cycle.log_to(server.access_log, self.log_client)
         transport = self.transport
         if transport is None or self.closing:
             return
@@ -649,7 +596,7 @@ class HttpProtocol(asyncio.Protocol):
     def _on_idle(self) -> None:
         self.idle_timer = None
         if self.active is None:
-            if self.in_head:
+            if self.head.in_head:
                 self.write(simple_response(408, "Request Timeout\n", reason_code="head_timeout"))
             self.close()
 
@@ -723,13 +670,6 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, reason_code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason_code = reason_code
-
-
 class Lifespan:
     """The ASGI lifespan protocol: start-up before Ready, shut-down at drain."""
 
@@ -773,7 +713,7 @@ class Lifespan:
             sys.stderr.write("the app's lifespan shut-down did not finish in time\n")
 
     async def _main(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        scope = {"type": "lifespan", "asgi": ASGI_VERSIONS, "state": self.state}
         try:
             await self.app(scope, self._receive, self._send)
         except BaseException as error:
