@@ -205,6 +205,7 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
         env: dict[str, str] | None = None,
         bind: str | None = "127.0.0.1:0",
         workers: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> Server:
         index = next(counter)
         state_dir = tmp_path / f"state{index}"
@@ -218,7 +219,13 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
         full_env.update(env or {})
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             process = subprocess.Popen(
-                command, cwd=REPO, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env
+                command,
+                cwd=REPO,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                preexec_fn=preexec_fn,
             )
         server = Server(process, state_dir, stdout_path, stderr_path)
         servers.append(server)

@@ -153,6 +153,9 @@ class WorkerEnd(msgspec.Struct, frozen=True, kw_only=True):
     """The faulthandler crash file's text."""
     oom_killed: bool | None = None
     """True: the kernel says its OOM killer killed it; False: it says not; None: unknown."""
+    oom_evidence: str | None = None
+    """What `oom_killed` rests on: `cgroup v2 .../memory.events: oom_kill 0 -> 1`,
+    or `kernel log: Killed process 4242 (python3)`."""
     last_rss: int | None = None
     uptime: float = 0.0
     requests_served: int = 0
@@ -520,6 +523,7 @@ class _Ending:
             "requests_served": end.requests_served,
             "last_rss": end.last_rss,
             "oom_killed": end.oom_killed,
+            "oom_evidence": end.oom_evidence,
             "in_flight": [dict(request) for request in end.in_flight],
             "stdout_tail": _tail(end.stdout_tail),
             "stderr_tail": _tail(end.stderr_tail),

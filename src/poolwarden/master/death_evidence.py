@@ -4,7 +4,7 @@
  OutputReader (stdout, stderr) ──lines──▶ tails ─────────────┐
  WorkerProcess: kill, abort, orphan ──▶ signals sent ─────────┤
  faulthandler ──▶ crash file (STATE_DIR/crash/POOL-PID.txt) ──┤
- cgroup memory.events: oom_kill, at spawn and at the end ─────┼─▶ DeathEvidence.worker_end(worker)
+ its memory cgroup's oom_kill, the kernel log (oom.OomWatch) ─┼─▶ DeathEvidence.worker_end(worker)
  the kernel's core file ──collect_core──▶ STATE_DIR/dumps ────┤      │ + what the handle knows of
  the scoreboard at the end: the requests in flight ───────────┘      │   its life (`Departed`)
                                                                      ▼
@@ -12,8 +12,8 @@
 ```
 
 It is gathered while the worker lives (output, signals) and when it is
-reaped (core, scoreboard); `worker_end` reads the rest (crash dump, OOM
-count) then. The requests in the app at the end are also the ones custody
+reaped (core, scoreboard); `worker_end` reads the rest (crash dump, the
+OOM verdict) then. The requests in the app at the end are also the ones custody
 answers with a 502.
 """
 
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from poolwarden import channel as ch
 from poolwarden.events.classify import EndedBy, WorkerEnd
 from poolwarden.master.core_dumps import CollectedCore, collect_core
+from poolwarden.master.oom import OomWatch
 from poolwarden.scoreboard import Phase, SlotView
 
 if TYPE_CHECKING:
@@ -35,20 +36,6 @@ if TYPE_CHECKING:
 OUTPUT_TAIL_LINES = 200
 """Lines of a worker's stdout and stderr kept for its crash report."""
 MAX_CRASH_DUMP = 256 * 1024
-OOM_EVENTS = "/sys/fs/cgroup/memory.events"
-
-
-def read_oom_kills(path: str = OOM_EVENTS) -> int | None:
-    """The cgroup's count of OOM kills (cgroup v2), None when unreadable."""
-    try:
-        with open(path) as events:
-            for line in events:
-                name, _, value = line.partition(" ")
-                if name == "oom_kill":
-                    return int(value)
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 class Departed(Protocol):
@@ -92,7 +79,12 @@ class DeathEvidence:
         self.core = CollectedCore()
         self.final_busy: list[SlotView] = []
         """The scoreboard's busy slots when it ended or was taken out of service."""
-        self._oom_kills_at_start = read_oom_kills()
+        self.oom: OomWatch | None = None
+        """Taken once the worker runs: its own memory cgroup's count now."""
+
+    def spawned(self, pid: int, crash_file: str) -> None:
+        self.crash_file = crash_file
+        self.oom = OomWatch(pid)
 
     def sent(self, signum: int) -> None:
         self.signals_sent.append(signum)
@@ -139,7 +131,8 @@ class DeathEvidence:
             stdout_tail=list(self.stdout_tail),
             stderr_tail=list(self.stderr_tail),
             crash_dump=self._read_crash_dump(),
-            oom_killed=self._oom_killed(),
+            oom_killed=self.oom.verdict() if self.oom is not None else None,
+            oom_evidence=self.oom.evidence if self.oom is not None else None,
             last_rss=worker.last_rss,
             uptime=time.monotonic() - worker.started_at,
             requests_served=worker.served_at_exit,
@@ -167,16 +160,6 @@ class DeathEvidence:
         except OSError:
             return None
         return text or None
-
-    def _oom_killed(self) -> bool | None:
-        """Whether the kernel's OOM killer struck in our cgroup while this
-        worker lived (its `oom_kill` count went up); None when unknowable."""
-        if self._oom_kills_at_start is None:
-            return None
-        now = read_oom_kills()
-        if now is None:
-            return None
-        return now > self._oom_kills_at_start
 
     def remove_empty_crash_file(self) -> None:
         """Nothing crashed: no file to look at."""

@@ -179,7 +179,7 @@ class WorkerProcess:
         self.process = spawned.process
         self.scoreboard = spawned.scoreboard
         self.pid = self.python_pid = spawned.process.pid
-        evidence.crash_file = spawned.crash_file
+        evidence.spawned(spawned.process.pid, spawned.crash_file)
         self.channel = WorkerChannel(
             self.loop,
             spawned.channel,
