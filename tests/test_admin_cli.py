@@ -20,11 +20,9 @@ import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
-from poolwarden.admin_cli import (
-    COMMANDS,
-    StateDirError,
+from poolwarden.cli.admin import COMMANDS, register
+from poolwarden.cli.admin_format import (
     format_bytes,
-    format_config_toml,
     format_elapsed,
     format_health,
     format_pool_action,
@@ -33,9 +31,9 @@ from poolwarden.admin_cli import (
     format_requests,
     format_uptime,
     format_workers,
-    locate_state_dir,
-    register,
 )
+from poolwarden.cli.common import StateDirError, locate_state_dir
+from poolwarden.cli.config_toml import format_config_toml
 from poolwarden.config import ConfigError, ConfigIssue, config_from_dict
 from poolwarden.control_client import ControlClient
 from tests.conftest import wait_until

@@ -46,8 +46,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 import msgspec.inspect as mi
 
+from poolwarden.bind_address import BindError, parse_bind
 from poolwarden.http.limits import HeadLimits
-from poolwarden.master.binding import BindError, parse_bind
 from poolwarden.routing import Application, RoutingTable, Site, normalize_path
 from poolwarden.settings import (
     DEFAULT_STATE_DIR,
