@@ -26,8 +26,11 @@ from urllib.parse import unquote
 import httptools
 
 from poolwarden import channel as ch
+from poolwarden.http.fields import OWS, valid_field_name
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, STATUS_LINES, simple_response, status_line
+from poolwarden.http.rules import Refusal, request_parser, request_verdict
+from poolwarden.http.stream import RequestStream
 from poolwarden.http.target import request_bytes, split_target
 from poolwarden.importer import describe_failure
 from poolwarden.routing import routing_table_for
@@ -65,6 +68,8 @@ class RequestCycle:
     """One request: the app's receive and send, and the response's framing."""
 
     __slots__ = (
+        "app_date",
+        "app_server",
         "body",
         "body_delivered",
         "body_received",
@@ -111,6 +116,10 @@ class RequestCycle:
         self.status = 0
         self.length: int | None = None
         self.chunked = False
+        self.app_server = False
+        self.app_date = False
+        """The app sent its own Server (Date): it replaces the server's, as
+        a second one would duplicate a single-valued field."""
         self.close_after = not keep_alive
         self.head_only = scope["method"] == "HEAD"
         self.sent_body = 0
@@ -240,8 +249,13 @@ class RequestCycle:
                 continue
             elif lowered == b"transfer-encoding":
                 continue
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                # A line break would let a header smuggle in another one.
+            elif lowered == b"server":
+                self.app_server = True
+            elif lowered == b"date":
+                self.app_date = True
+            if b"\n" in value or b"\r" in value or not valid_field_name(name):
+                # A line break would let a header smuggle in another one; a
+                # name that is not a token (RFC 9110 §5.1) would be misread.
                 raise RuntimeError(f"invalid response header {name!r}: {value!r}")
             lines.append(b"%s: %s\r\n" % (name, value))
         self.close_after = close
@@ -267,7 +281,11 @@ class RequestCycle:
             extra.append(b"connection: close\r\n")
         elif self.http_version == "1.0":
             extra.append(b"connection: keep-alive\r\n")
-        head = self.pending_head + b"".join(extra) + _SERVER + DATE.header() + b"\r\n"
+        if not self.app_server:
+            extra.append(_SERVER)
+        if not self.app_date:
+            extra.append(DATE.header())
+        head = self.pending_head + b"".join(extra) + b"\r\n"
         self.pending_head = b""
         return head
 
@@ -313,7 +331,8 @@ class HttpProtocol(asyncio.Protocol):
         self.server_address: tuple[str, int | None] = (dispatch.server_host, dispatch.server_port)
         self.log_client = dispatch.peer_host
         self.limits = server.limits
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = request_parser(self)
+        self.stream = RequestStream(self.parser, self.limits.max_head_bytes)
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -321,6 +340,8 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False
         self.expect_continue = False
         self.host: bytes | None = None
+        self.chunked = False
+        self.content_length = 0
         self.unparsed = 0
         self.cycle: RequestCycle | None = None  # receiving its body
         self.active: RequestCycle | None = None  # running in the app
@@ -363,7 +384,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self.cycle
         received = 0 if cycle is None else cycle.body_received
         try:
-            self.parser.feed_data(data)
+            self.stream.feed(data)
         except httptools.HttpParserUpgrade:
             if self.cycle is not None:
                 self.cycle.complete = True
@@ -432,6 +453,8 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = True
         self.expect_continue = False
         self.host = None
+        self.chunked = False
+        self.content_length = 0
         self.unparsed = 0
 
     def on_url(self, url: bytes) -> None:
@@ -447,6 +470,7 @@ class HttpProtocol(asyncio.Protocol):
         if not self.in_head:
             return  # a trailer field of a chunked body: counted, then dropped
         name = name.lower()
+        value = value.rstrip(OWS)  # RFC 9112 §5.1 (http.fields.field_value)
         self.headers.append((name, value))
         if len(self.headers) > self.limits.max_header_count:
             raise _Refused(431, "too_many_headers", "too many header fields")
@@ -456,15 +480,21 @@ class HttpProtocol(asyncio.Protocol):
             if self.host is not None:
                 raise _Refused(400, "bad_request", "more than one Host header")
             self.host = value
+        elif name == b"content-length":
+            self.content_length = int(value)  # digits: llhttp has checked it
+        elif name == b"transfer-encoding":
+            self.chunked = True
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
-        http_version = parser.get_http_version()
-        method = parser.get_method()
+        method = self.stream.method or parser.get_method()
         # "METHOD SP target SP HTTP/x.y", measured as the front end does.
         if len(method) + len(self.url) + 10 > self.limits.max_request_line:
             raise _Refused(414, "url_too_long", "request line longer than the limit")
+        http_version = request_verdict(method, parser.get_http_version(), self.url, self.chunked)
+        if isinstance(http_version, Refusal):
+            raise _Refused(*http_version)
         if http_version == "1.1" and self.host is None:
             raise _Refused(400, "bad_request", "HTTP/1.1 request without a Host header")
         url = self.url
@@ -498,6 +528,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.active is not None:
             self.pause_reading()
         self.head_bytes = 0
+        self.stream.head_complete(self.chunked, self.content_length)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -549,6 +580,7 @@ class HttpProtocol(asyncio.Protocol):
             transport is None
             or self.pipeline
             or self.in_head
+            or self.stream.pending
             or self.error is not None
             or (chunked and not cycle.complete)
         ):
@@ -649,7 +681,7 @@ class HttpProtocol(asyncio.Protocol):
     def _on_idle(self) -> None:
         self.idle_timer = None
         if self.active is None:
-            if self.in_head:
+            if self.in_head or self.stream.pending:
                 self.write(simple_response(408, "Request Timeout\n", reason_code="head_timeout"))
             self.close()
 
