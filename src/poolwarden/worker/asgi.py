@@ -27,8 +27,11 @@ from typing import Any
 import httptools
 
 from poolwarden import channel as ch
+from poolwarden.http.fields import valid_field_name
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, STATUS_LINES, simple_response, status_line
+from poolwarden.http.rules import request_parser
+from poolwarden.http.stream import RequestStream
 from poolwarden.importer import describe_failure
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
@@ -66,6 +69,8 @@ class RequestCycle:
     """One request: the app's receive and send, and the response's framing."""
 
     __slots__ = (
+        "app_date",
+        "app_server",
         "body",
         "body_delivered",
         "body_received",
@@ -112,6 +117,10 @@ class RequestCycle:
         self.status = 0
         self.length: int | None = None
         self.chunked = False
+        self.app_server = False
+        self.app_date = False
+        """The app sent its own Server (Date): it replaces the server's, as
+        a second one would duplicate a single-valued field."""
         self.close_after = not keep_alive
         self.head_only = scope["method"] == "HEAD"
         self.sent_body = 0
@@ -257,8 +266,13 @@ class RequestCycle:
                 continue
             elif lowered == b"transfer-encoding":
                 continue
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                # A line break would let a header smuggle in another one.
+            elif lowered == b"server":
+                self.app_server = True
+            elif lowered == b"date":
+                self.app_date = True
+            if b"\n" in value or b"\r" in value or not valid_field_name(name):
+                # A line break would let a header smuggle in another one; a
+                # name that is not a token (RFC 9110 §5.1) would be misread.
                 raise RuntimeError(f"invalid response header {name!r}: {value!r}")
             lines.append(b"%s: %s\r\n" % (name, value))
         self.close_after = close
@@ -284,7 +298,11 @@ class RequestCycle:
             extra.append(b"connection: close\r\n")
         elif self.http_version == "1.0":
             extra.append(b"connection: keep-alive\r\n")
-        head = self.pending_head + b"".join(extra) + _SERVER + DATE.header() + b"\r\n"
+        if not self.app_server:
+            extra.append(_SERVER)
+        if not self.app_date:
+            extra.append(DATE.header())
+        head = self.pending_head + b"".join(extra) + b"\r\n"
         self.pending_head = b""
         return head
 
@@ -336,7 +354,8 @@ class HttpProtocol(asyncio.Protocol):
             on_body=self.on_body,
             on_message_complete=self.on_message_complete,
         )
-        self.parser = httptools.HttpRequestParser(self.head)
+        self.parser = request_parser(self.head)
+        self.stream = RequestStream(self.parser, self.limits.max_head_bytes)
         self.transport: asyncio.Transport | None = None
         self.cycle: RequestCycle | None = None  # receiving its body
         self.active: RequestCycle | None = None  # running in the app
@@ -379,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self.cycle
         received = 0 if cycle is None else cycle.body_received
         try:
-            self.parser.feed_data(data)
+            self.stream.feed(data)
         except httptools.HttpParserUpgrade:
             if self.cycle is not None:
                 self.cycle.complete = True
@@ -445,9 +464,8 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         head = self.head
         parser = self.parser
-        http_version = parser.get_http_version()
-        method = parser.get_method()
-        head.complete(method, http_version)
+        method = self.stream.method or parser.get_method()
+        http_version = head.complete(method, parser.get_http_version())
         scope = http_scope(
             method,
             http_version,
@@ -467,6 +485,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pipeline.append(cycle)
         if self.active is not None:
             self.pause_reading()
+        self.stream.head_complete(head.chunked, head.content_length)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -526,6 +545,7 @@ class HttpProtocol(asyncio.Protocol):
             transport is None
             or self.pipeline
             or self.head.in_head
+            or self.stream.pending
             or self.error is not None
             or message is None
         ):
@@ -596,7 +616,7 @@ class HttpProtocol(asyncio.Protocol):
     def _on_idle(self) -> None:
         self.idle_timer = None
         if self.active is None:
-            if self.head.in_head:
+            if self.head.in_head or self.stream.pending:
                 self.write(simple_response(408, "Request Timeout\n", reason_code="head_timeout"))
             self.close()
 

@@ -26,7 +26,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from poolwarden import channel as ch
+from poolwarden.http.fields import OWS
 from poolwarden.http.limits import HeadLimits
+from poolwarden.http.rules import Refusal, request_verdict
 from poolwarden.http.target import split_target
 
 ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.4"}
@@ -46,6 +48,8 @@ class HeadReader:
     """One connection's request heads as httptools reports them, one at a time."""
 
     __slots__ = (
+        "chunked",
+        "content_length",
         "expect_continue",
         "head_bytes",
         "headers",
@@ -79,6 +83,9 @@ class HeadReader:
         """A request has begun and its head is not complete yet."""
         self.expect_continue = False
         self.host: bytes | None = None
+        self.chunked = False
+        """The head has a Transfer-Encoding (llhttp has judged its framing)."""
+        self.content_length = 0
         self.unparsed = 0
 
     # httptools callbacks
@@ -90,6 +97,8 @@ class HeadReader:
         self.in_head = True
         self.expect_continue = False
         self.host = None
+        self.chunked = False
+        self.content_length = 0
         self.unparsed = 0
 
     def on_url(self, url: bytes) -> None:
@@ -105,6 +114,7 @@ class HeadReader:
         if not self.in_head:
             return  # a trailer field of a chunked body: counted, then dropped
         name = name.lower()
+        value = value.rstrip(OWS)  # RFC 9112 §5.1 (http.fields.field_value)
         self.headers.append((name, value))
         if len(self.headers) > self.limits.max_header_count:
             raise Refused(431, "too_many_headers", "too many header fields")
@@ -114,19 +124,28 @@ class HeadReader:
             if self.host is not None:
                 raise Refused(400, "bad_request", "more than one Host header")
             self.host = value
+        elif name == b"content-length":
+            self.content_length = int(value)  # digits: llhttp has checked it
+        elif name == b"transfer-encoding":
+            self.chunked = True
 
     # the connection's
 
-    def complete(self, method: bytes, http_version: str) -> None:
-        """The head is whole: judge what only the whole head tells. What
-        follows it (a chunked body's trailer) is counted from nothing."""
+    def complete(self, method: bytes, parsed_version: str) -> str:
+        """The head is whole: judge what only the whole head tells, and return
+        the HTTP version to serve it as. What follows it (a chunked body's
+        trailer) is counted from nothing."""
         self.in_head = False
         # "METHOD SP target SP HTTP/x.y", measured as the front end does.
         if len(method) + len(self.url) + 10 > self.limits.max_request_line:
             raise Refused(414, "url_too_long", "request line longer than the limit")
+        http_version = request_verdict(method, parsed_version, self.url, self.chunked)
+        if isinstance(http_version, Refusal):
+            raise Refused(*http_version)
         if http_version == "1.1" and self.host is None:
             raise Refused(400, "bad_request", "HTTP/1.1 request without a Host header")
         self.head_bytes = 0
+        return http_version
 
 
 def http_scope(

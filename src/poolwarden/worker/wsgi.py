@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from poolwarden import channel as ch
+from poolwarden.http.fields import valid_field_name
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, simple_response
 from poolwarden.http.target import request_bytes, split_target
@@ -357,7 +358,9 @@ class Response:
             connection_close = True
         own_server = own_date = False
         for name, value in self.headers:
-            if ":" in name:
+            if not valid_field_name(name):
+                # Not a token (RFC 9110 §5.1): a space or a colon in it would
+                # make a client read another field, or a malformed head.
                 raise ValueError(f"invalid response header name {name!r}")
             lowered = name.lower()
             if lowered in _SPECIAL_HEADERS:
