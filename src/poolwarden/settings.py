@@ -16,7 +16,7 @@ from poolwarden.http.limits import HeadLimits
 
 Interface = Literal["auto", "wsgi", "asgi"]
 AccessLogFormat = Literal["combined", "json"]
-StartupFailureAction = Literal["exit", "serve"]
+StartupFailureAction = Literal["exit", "exit-now", "serve"]
 StartMode = Literal["on_demand", "always_running"]
 
 DEFAULT_STATE_DIR = ".poolwarden"
@@ -141,8 +141,10 @@ class ServerSettings(msgspec.Struct, frozen=True):
     backlog: int = 2048
     """Listen backlog; gunicorn uses 2048 as well."""
     on_startup_failure: StartupFailureAction = "exit"
-    """`exit`: fail fast when the app cannot start before anything was served
-    (a terminal, a container's restart policy); `serve`: keep answering 503."""
+    """`exit`: when the app cannot start before anything was served, retry with
+    the back-off up to rapid-fail protection's limit, then exit 3 (a terminal, a
+    container's restart policy); `exit-now`: exit 3 at the first failure;
+    `serve`: keep answering 503."""
     log_level: str = "info"
     dev_mode: bool = False
     events_stdout: bool = False

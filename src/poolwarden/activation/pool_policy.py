@@ -724,12 +724,14 @@ class PoolMachine:
 
     def _count_failure(self, now: float) -> list[Action]:
         """One more failure in the rapid-fail window; a full window disables
-        the pool (once: a failure while disabled is counted, nothing more)."""
+        the pool (once: a failure while disabled is counted, nothing more).
+        A pool that is stopping is not disabled: its stop goes on to the end,
+        rather than waiting for the kill timer that a disable would leave."""
         self.last_failure_at = now  # an on-demand pool's back-off runs from here
         verdict = record_failure(self.failures, self.config.rapid_fail, now)
         self.failures = verdict.window
         actions: list[Action] = [FailureCounted(verdict.count)]
-        if verdict.disable and self.state is not PoolState.DISABLED:
+        if verdict.disable and self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
             actions += self._disable(verdict.count)
         return actions
 

@@ -127,10 +127,11 @@ def configure_logging(level: str) -> None:
 )
 @click.option(
     "--on-startup-failure",
-    type=click.Choice(["exit", "serve"]),
+    type=click.Choice(["exit", "exit-now", "serve"]),
     default="exit",
     show_default=True,
-    help="exit: fail fast if the app cannot start before anything was served; serve: answer 503.",
+    help="If the app cannot start before anything was served: exit: retry with the back-off "
+    "up to the rapid-fail limit, then exit 3; exit-now: exit 3 at once; serve: answer 503.",
 )
 @click.option(
     "--keepalive-timeout",

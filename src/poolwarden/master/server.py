@@ -58,6 +58,7 @@ from poolwarden.master.pool import Pool, StopReason
 from poolwarden.master.reload import apply_pool_changes, read_new_config, report_reload
 from poolwarden.master.resources import ResourceMeter
 from poolwarden.master.shutdown import EXIT_APP_FAILED, EXIT_ERROR, Shutdown
+from poolwarden.master.startup_retries import StartupRetries
 from poolwarden.master.workers_view import WorkersView
 from poolwarden.routing import RoutingTable
 from poolwarden.settings import PoolSettings, ServerSettings
@@ -102,6 +103,8 @@ class Master:
         self.pools: dict[str, Pool] = {}
         self._listeners = ListenerSet(server.backlog)
         self._shutdown = Shutdown(self.pools, self._listeners)
+        self._startup_retries: dict[str, StartupRetries] = {}
+        """Fail-fast's count of each pool's failed starts (`run`)."""
         self._meter = ResourceMeter()
         self.workers_view = WorkersView(self.pools, self._meter)
         self.started_at = time.time()
@@ -277,11 +280,18 @@ class Master:
         self._shutdown.begin(kill=kill)
 
     def _on_startup_failure(self, pool: Pool, failure: ch.StartupFailure) -> None:
-        if self.server.on_startup_failure == "exit" and pool.dispatched == 0 and not self.stopping:
-            sys.stderr.write(f"poolwarden: {failure.headline()}\n")
-            if failure.traceback:
-                sys.stderr.write(failure.traceback)
-            sys.stderr.flush()
+        action = self.server.on_startup_failure
+        if action == "serve" or pool.dispatched or self.stopping:
+            return
+        retries = self._startup_retries.get(pool.name)
+        if retries is None:
+            policy = pool.rapid_fail
+            attempts = policy.max_crashes if action == "exit" and policy.enabled else 1
+            retries = self._startup_retries[pool.name] = StartupRetries(max(attempts, 1))
+        verdict = retries.failure(failure)
+        sys.stderr.write("".join(line + "\n" for line in verdict.lines))
+        sys.stderr.flush()
+        if verdict.exit:
             self.exit_code = EXIT_APP_FAILED
             self.shutdown(kill=True)
 
