@@ -57,6 +57,9 @@ class WorkersView:
                         "started_at": worker.started_wall,
                         "uptime": now - worker.started_wall,
                         "requests_served": worker.scoreboard.served(),
+                        "request_limit": worker.request_limit
+                        if worker.settings.recycle_requests
+                        else None,
                         "active_requests": worker.busy_count(),
                         "rss": rss,
                         "cpu_percent": cpu,

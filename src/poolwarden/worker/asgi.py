@@ -561,6 +561,7 @@ class HttpProtocol(asyncio.Protocol):
         """A request finished: log it, then start the next one or idle."""
         server = self.server
         server.give_slot(slot)
+        server.request_done()
         self.active = None
         self.active_slot = None
         if server.access_log is not None:
@@ -783,6 +784,10 @@ class ASGIServer:
         self.state: dict[str, Any] = {}
         self.draining = False
         self.done: asyncio.Future[None] = loop.create_future()
+        self.served = 0
+        self.request_limit = boot.request_limit
+        self.leaving = False
+        """It asked the master to replace it (SIGTERM from outside)."""
 
     def take_slot(self) -> SlotWriter | _NullSlot:
         return self.free_slots.pop() if self.free_slots else self.null_slot
@@ -824,6 +829,23 @@ class ASGIServer:
                 self._abandon(message.conn_id)
             elif type(message) is ch.DumpTasks:
                 self.send(describe_tasks(message.seq, self.loop))
+
+    def request_done(self) -> None:
+        """Count a served request; at the pool's limit, ask for the recycle
+        now rather than when the master next looks (once a second)."""
+        self.served += 1
+        if self.served == self.request_limit:
+            self.send(ch.RecycleRequest("requests", self.served))
+
+    def sigterm(self) -> None:
+        """SIGTERM from outside (`kill`, `docker stop`, systemd): drain as if
+        the master asked. The master is told first and answers `Drain`, so
+        every connection it dispatched before it knew arrives before the
+        drain and is served."""
+        if self.leaving or self.draining:
+            return
+        self.leaving = True
+        self.send(ch.RecycleRequest("SIGTERM", self.served))
 
     def _abandon(self, conn_id: int) -> None:
         """The master answered the connection (request time-out): the app

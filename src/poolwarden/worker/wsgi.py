@@ -18,8 +18,10 @@ thread is stuck in the app, the master sees it.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import select
+import signal
 import socket
 import stat
 import sys
@@ -802,6 +804,7 @@ class Connection:
                 user_agent=environ.get("HTTP_USER_AGENT", ""),
                 duration=time.time() - started,
             )
+        server.request_done()
         if failed or response.close_after or request.upgrade:
             return False
         return self._discard_body(request)
@@ -886,6 +889,10 @@ class WSGIServer:
         self.leader_connection: Connection | None = None
         self.closed_ids: list[int] = []
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        self._served = itertools.count(1)
+        self.request_limit = boot.request_limit
+        self.leaving = False
+        """It asked the master to replace it (SIGTERM from outside)."""
         self.epoll.register(self.channel_fd, select.EPOLLIN)
 
     def serve(self) -> None:
@@ -898,6 +905,8 @@ class WSGIServer:
         ]
         for thread in workers:
             thread.start()
+        # Handlers run in this thread, which wakes every MAIN_THREAD_WAKE.
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         while not self.stopped.wait(MAIN_THREAD_WAKE):
             pass
         with self.wakeup:
@@ -1058,6 +1067,23 @@ class WSGIServer:
                 self.table = routing_table_for(message.routes, self.pool_name)
             elif type(message) is ch.Abandon:
                 self._abandon(message.conn_id)
+
+    def request_done(self) -> None:
+        """Count a served request; at the pool's limit, ask for the recycle
+        now rather than when the master next looks (once a second)."""
+        served = next(self._served)
+        if served == self.request_limit:
+            self.send(ch.RecycleRequest("requests", served))
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        """SIGTERM from outside (`kill`, `docker stop`, systemd): drain as if
+        the master asked. The master is told first and answers `Drain`, so
+        every connection it dispatched before it knew arrives before the
+        drain and is served."""
+        if self.leaving or self.draining:
+            return
+        self.leaving = True
+        self.send(ch.RecycleRequest("SIGTERM", self.scoreboard.served()))
 
     def _abandon(self, conn_id: int) -> None:
         """The app's thread runs on (nothing can stop a thread); once it
