@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,7 +54,9 @@ def test_sigterm_from_outside_drains_the_worker_and_a_new_one_serves(
     assert status == 200 and answer_pid(body) == old
     status, _, body = server.get("/")
     assert status == 200 and answer_pid(body) != old
-    [event] = wait_until(lambda: ended_events(server, old), what="the end event of the old worker")
+    ended = wait_until(lambda: ended_events(server, old), what="the end event of the old worker")
+    assert isinstance(ended, list)
+    [event] = ended
     assert event.event_id == catalog.WORKER_EXITED
     assert event.details["ended_by"] == "signal"
     assert "SIGTERM from outside" in event.message
@@ -69,3 +72,57 @@ def _busy_paths(server: Server, pid: int) -> bytes:
     except Exception:
         return b""
     return b" ".join(str(row["path"]).encode() for row in rows if row["pid"] == pid)
+
+
+LIMIT = 10
+REQUESTS = 35
+REACTION = 0.3
+"""Seconds from the answer that reaches a worker's limit to its
+replacement's start, at most: the worker asks at the count and the master
+starts the replacement at once (its periodic look, once a second, is what
+this replaces)."""
+
+
+def request_limits(server: Server) -> dict[int, int]:
+    """Each live worker's own request limit (the pool's, less its jitter),
+    as `poolwarden wp` shows it."""
+    from poolwarden.control_client import ControlClient
+
+    rows = ControlClient(server.state_dir).get("/v1/workers")["workers"]
+    return {row["pid"]: row["request_limit"] for row in rows}
+
+
+def test_a_worker_asks_for_its_recycle_at_its_request_limit(start_server: ServerFactory) -> None:
+    """35 quick sequential requests with `requests = 10` are served by at
+    least four workers, none serving more than its limit + 1.
+
+    The excess a worker may serve is what arrives while its replacement
+    starts: it serves on until the replacement is Ready (an overlapped
+    recycle). This client sends its requests one after the other, and after
+    the answer that reaches a worker's limit it sends nothing until another
+    worker is Ready: what arrives meanwhile is nothing. The one request
+    allowed over the limit is for a Ready that the log shows a moment
+    before the master marks the old worker retiring. The replacement must
+    start within `REACTION` of that answer: the worker asked at the count.
+    """
+    server = start_server(WSGI_APP, "--max-requests", str(LIMIT))
+    limits = request_limits(server)
+    served: dict[int, int] = {}
+    known = set(limits)
+    reached_at: dict[int, float] = {}
+    for _ in range(REQUESTS):
+        status, _, body = server.get("/")
+        assert status == 200
+        pid = answer_pid(body)
+        served[pid] = served.get(pid, 0) + 1
+        if served[pid] == limits[pid]:
+            reached_at[pid] = time.time()
+            known |= set(server.wait_for_workers(1, exclude=known))
+            limits.update(request_limits(server))
+    assert len(served) >= 4, served
+    assert all(count <= limits[pid] + 1 for pid, count in served.items()), (served, limits)
+    starts = sorted(event.time for event in events_of(server, catalog.WORKER_STARTED))
+    for pid, reached in reached_at.items():
+        assert f"recycling worker {pid}: it served {limits[pid]} requests" in server.stderr()
+        replacement = next(started for started in starts if started > reached - REACTION)
+        assert replacement - reached < REACTION, (pid, replacement - reached)
