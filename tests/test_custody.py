@@ -8,8 +8,10 @@ worker never read is answered, never reset.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -126,3 +128,71 @@ def test_a_worker_asks_for_its_recycle_at_its_request_limit(start_server: Server
         assert f"recycling worker {pid}: it served {limits[pid]} requests" in server.stderr()
         replacement = next(started for started in starts if started > reached - REACTION)
         assert replacement - reached < REACTION, (pid, replacement - reached)
+
+
+class KeepAliveClient:
+    """Requests in a loop on one keep-alive connection until stopped; every
+    fifth is a 1 MiB POST. Any answer but a 200 with the body's size, and
+    any reset or empty reply, is a failure."""
+
+    BIG = b"x" * (1 << 20)
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.failures: list[object] = []
+        self.count = 0
+        self.pids: set[int] = set()
+
+    def run(self, stop: threading.Event) -> None:
+        connection = self.server.http(timeout=20)
+        try:
+            while not stop.is_set():
+                body = self.BIG if self.count % 5 == 4 else None
+                try:
+                    connection.request("POST" if body else "GET", "/", body=body)
+                    response = connection.getresponse()
+                    data = response.read()
+                except (OSError, http.client.HTTPException) as error:
+                    self.failures.append(repr(error))
+                    connection.close()
+                    continue
+                size = len(body) if body else 0
+                if response.status != 200 or int(data.split()[1]) != size:
+                    self.failures.append((response.status, data[:200]))
+                else:
+                    self.pids.add(answer_pid(data))
+                self.count += 1
+        finally:
+            connection.close()
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+def test_recycles_lose_no_request_on_keep_alive_connections(
+    start_server: ServerFactory, interface: str
+) -> None:
+    server = start_server(APPS[interface], "--interface", interface)
+    from poolwarden.control_client import ControlClient
+
+    control = ControlClient(server.state_dir)
+    clients = [KeepAliveClient(server) for _ in range(4)]
+    stop = threading.Event()
+    with ThreadPoolExecutor(len(clients)) as pool:
+        running = [pool.submit(client.run, stop) for client in clients]
+        try:
+            deadline = time.monotonic() + 5.0
+            known = set(server.worker_pids())
+            for _ in range(3):
+                control.post("/v1/pools/default/recycle")
+                known |= set(server.wait_for_workers(1, exclude=known))
+            # Let the last old worker drain while the clients go on.
+            wait_until(
+                lambda: len(server.worker_pids()) == 1 or time.monotonic() > deadline,
+                what="the last old worker to end",
+            )
+        finally:
+            stop.set()
+            for future in running:
+                future.result(60)
+    assert [client.failures for client in clients] == [[]] * len(clients)
+    assert sum(client.count for client in clients) > 20
+    assert len(set().union(*(client.pids for client in clients))) >= 2

@@ -615,7 +615,9 @@ class Connection:
                 request = ready.popleft()
                 if server.table is not None and not self.route(request):
                     return  # handed back to the front end, or refused
-                if not self.handle(request, slot) or server.draining:
+                # A response sent while draining said `Connection: close`;
+                # one that promised keep-alive before is handed back below.
+                if not self.handle(request, slot):
                     server.close(self)
                     return
             if parser.error is not None:
@@ -1102,12 +1104,37 @@ class WSGIServer:
             self._master_gone()
 
     def release(self, connection: Connection) -> None:
-        """A thread is done serving `connection` for now; it stays open."""
-        if self.draining or connection.abandoned:
+        """A thread is done serving `connection` for now; it stays open
+        (while draining, it goes back to the front end)."""
+        if connection.abandoned:
             self.close(connection)
             return
         connection.last_active = time.monotonic()
+        if self.draining and self.hand_back_idle(connection):
+            return
         connection.busy = False
+
+    def hand_back_idle(self, connection: Connection) -> bool:
+        """Draining: give an idle keep-alive connection back to the front
+        end rather than close it, so a request the client sends now (or has
+        sent: it is still in the socket, unread) goes to another worker and
+        no client sees the recycle. Not one this worker has read part of a
+        request from (its bytes are here): that one is served when the rest
+        arrives, with `Connection: close`. True if it was handed back."""
+        if connection.parser.in_head or connection.pending or connection.parser.ready:
+            return False
+        dispatch = connection.dispatch
+        self.hand_back(
+            connection,
+            ch.HandBack(
+                conn_id=connection.conn_id,
+                peer_host=dispatch.peer_host,
+                peer_port=dispatch.peer_port,
+                binding=connection.binding,
+                buffered=b"",
+            ),
+        )
+        return True
 
     def close(self, connection: Connection) -> None:
         with self.lock:
@@ -1139,6 +1166,7 @@ class WSGIServer:
             if self.connections.get(connection.fd) is not connection:
                 return
             del self.connections[connection.fd]
+            empty = not self.connections
         try:
             self.epoll.unregister(connection.fd)
         except OSError:
@@ -1148,6 +1176,9 @@ class WSGIServer:
         except OSError:
             self._master_gone()
         connection.sock.close()
+        if empty and self.draining:
+            self._flush_closed()
+            self.stopped.set()
 
     def _flush_closed(self) -> None:
         """Tell the master which connections it may drop, in one message."""
@@ -1157,18 +1188,26 @@ class WSGIServer:
             self.send(ch.Closed(ids))
 
     def _sweep(self) -> None:
-        """Close idle keep-alive connections (and all idle ones when draining)."""
+        """Close idle keep-alive connections past their time-out; when
+        draining, hand the idle ones back to the front end at once."""
         now = time.monotonic()
         self._next_sweep = now + SWEEP_INTERVAL
         expired: list[Connection] = []
+        idle: list[Connection] = []
         with self.lock:
             for connection in self.connections.values():
                 if connection.busy:
                     continue
-                if self.draining or now - connection.last_active > self.keepalive_timeout:
+                if now - connection.last_active > self.keepalive_timeout:
                     connection.busy = True
                     expired.append(connection)
+                elif self.draining and not connection.pending:
+                    connection.busy = True
+                    idle.append(connection)
             idle_and_draining = self.draining and not self.connections
+        for connection in idle:
+            if not self.hand_back_idle(connection):
+                connection.busy = False  # part of a request is here: served when it is whole
         for connection in expired:
             if connection.parser.in_head:
                 try:
