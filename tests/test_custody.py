@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from poolwarden.events import catalog
-from tests.conftest import Server, ServerFactory, events_of, wait_until
+from tests.conftest import Server, ServerFactory, events_of, read_until_closed, wait_until
 
 WSGI_APP = "tests.apps.custody_apps:app"
 ASGI_APP = "tests.apps.custody_apps:asgi_app"
@@ -196,3 +196,52 @@ def test_recycles_lose_no_request_on_keep_alive_connections(
     assert [client.failures for client in clients] == [[]] * len(clients)
     assert sum(client.count for client in clients) > 20
     assert len(set().union(*(client.pids for client in clients))) >= 2
+
+
+def test_a_request_sent_on_an_idle_connection_of_a_worker_that_dies_gets_a_502(
+    start_server: ServerFactory,
+) -> None:
+    """The request waits unread in the socket when the worker dies: it is
+    answered 502 with the event, never reset (the worker read this
+    connection's earlier request, so nothing proves it read none of this one)."""
+    server = start_server(WSGI_APP)
+    [pid] = server.worker_pids()
+    sock = server.connect()
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200") and str(pid).encode() in first
+        os.kill(pid, signal.SIGSTOP)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        os.kill(pid, signal.SIGKILL)
+        answer = read_until_closed(sock)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 502"), answer
+    assert b"x-poolwarden-event: " in answer.lower()
+
+
+def test_a_connection_a_dead_worker_never_read_goes_to_another_worker(
+    start_server: ServerFactory,
+) -> None:
+    """Dispatched to a worker that died before it read it (stopped, then
+    killed): the master holds the head it read and sends it on."""
+    server = start_server(WSGI_APP)
+    [pid] = server.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(server.get, "/", timeout=20)
+        wait_until(
+            lambda: _custody_size(server, pid) > 0, what="the dispatch to the stopped worker"
+        )
+        os.kill(pid, signal.SIGKILL)
+        status, _, body = answer.result(30)
+    assert status == 200 and answer_pid(body) != pid
+
+
+def _custody_size(server: Server, pid: int) -> int:
+    """Connections the master handed to worker `pid` and holds for it."""
+    from poolwarden.control_client import ControlClient
+
+    rows = ControlClient(server.state_dir).get("/v1/workers")["workers"]
+    return sum(row["connections"] for row in rows if row["pid"] == pid)

@@ -101,6 +101,9 @@ class WorkerProcess:
         on_recycle_request: Callable[[WorkerProcess, ch.RecycleRequest], None] = (
             lambda worker, message: None
         ),
+        on_redispatch: Callable[[socket.socket, ch.Dispatch], None] = (
+            lambda sock, message: sock.close()
+        ),
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -117,6 +120,8 @@ class WorkerProcess:
         self.on_loop_lag = on_loop_lag
         self.on_debugged = on_debugged
         self.on_recycle_request = on_recycle_request
+        self.on_redispatch = on_redispatch
+        """Where a connection it never touched goes when it ends: its pool."""
         self.orphaned_at: float | None = None
         self.debugging = boot.debug
         """The debug adapter holding this worker ("pdb", "debugpy"), or "":
@@ -218,7 +223,7 @@ class WorkerProcess:
 
     def dispatch(self, sock: socket.socket, message: ch.Dispatch) -> None:
         """Hand a connection over without waiting for the worker."""
-        self.custody.keep(message.conn_id, sock)
+        self.custody.keep(message.conn_id, sock, message)
         self.channel.send_connection(message, sock)
 
     def abandon(self, conn_id: int, answer: bool, event_seq: int | None) -> None:
@@ -452,8 +457,12 @@ class WorkerProcess:
     def _answer_for_connections(self, event_seq: int | None) -> None:
         """Custody answers for what the worker held (502 or close); the
         connections not sent to it yet go with them."""
-        self.custody.answer_for_ended(self.death_evidence.in_app(), event_seq, self.exit_text)
+        untouched = self.custody.answer_for_ended(
+            self.death_evidence.in_app(), event_seq, self.exit_text
+        )
         self.channel.clear_backlog()
+        for sock, message in untouched:
+            self.on_redispatch(sock, message)
 
     def evidence(self) -> WorkerEnd:
         """What the event of this worker's end is made of (after it was reaped)."""

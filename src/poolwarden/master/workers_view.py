@@ -61,6 +61,7 @@ class WorkersView:
                         if worker.settings.recycle_requests
                         else None,
                         "active_requests": worker.busy_count(),
+                        "connections": worker.load,
                         "rss": rss,
                         "cpu_percent": cpu,
                     }
