@@ -59,6 +59,7 @@ from poolwarden.activation.pool_policy import (
     WorkerOrphaned,
     WorkerPhase,
     WorkerReady,
+    WorkerSignalled,
     WorkerSpawned,
 )
 from poolwarden.activation.rapid_fail import FailureWindow, RapidFailPolicy
@@ -693,6 +694,25 @@ def test_a_replacement_ready_drains_the_oldest_old_worker_and_the_recycle_ends()
     assert machine.recycling
     assert machine.handle(WorkerExited(2)) == []
     assert not machine.recycling
+
+
+def test_a_worker_signalled_from_outside_drains_at_once_and_is_replaced() -> None:
+    machine = pool(ready=1)
+    assert machine.handle(WorkerSignalled(1)) == [Retire(1), Spawn(1), Drain(1, "signal")]
+    assert machine.handle(WorkerSignalled(1)) == []  # already draining
+    machine.handle(WorkerSpawned(2))
+    assert machine.handle(WorkerReady(2)) == []  # nothing left to drain
+    assert machine.handle(WorkerEnded(1, counts_as_failure=False, now=1.0)) == []
+    assert machine.handle(WorkerExited(1)) == []
+    assert not machine.recycling and machine.serving == [2]
+
+
+def test_a_worker_signalled_while_the_pool_stops_is_not_replaced() -> None:
+    machine = pool(ready=1)
+    machine.handle(Stop(ADMIN, 5.0))
+    assert machine.handle(WorkerSignalled(1)) == []
+    stopping = pool(PoolState.STOPPING, ready=1, stop_reason=ADMIN)
+    assert stopping.handle(WorkerSignalled(1)) == [Drain(1, "signal")]
 
 
 def test_without_overlap_the_replacement_starts_when_the_old_worker_has_exited() -> None:

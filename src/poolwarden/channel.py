@@ -4,6 +4,8 @@
  master ──Boot, Dispatch(+fd), Ping, Drain──────────▶ worker
  master ◀──Ready | StartupFailed, Pong, Closed──────── worker
  master ◀──LoopLag (its loop watchdog, ASGI)────────── worker
+ master ◀──RecycleRequest (its request limit, SIGTERM)─ worker
+ master ◀──HandBack(+fd) (another pool's, or draining)─ worker
 ```
 
 The channel is one `AF_UNIX`/`SOCK_SEQPACKET` socket pair per worker, so each
@@ -96,6 +98,9 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     loop_lag_warning: float = 1.0
     """Seconds an ASGI worker's loop may be blocked before its watchdog
     reports the stall (`LoopLag`); 0: no watchdog."""
+    request_limit: int = 0
+    """Requests after which the worker asks for its recycle (`RecycleRequest`):
+    the pool's `recycling.requests` less this worker's jitter; 0: no limit."""
 
 
 class Dispatch(msgspec.Struct, tag="dispatch", frozen=True, array_like=True):
@@ -173,14 +178,26 @@ class Closed(msgspec.Struct, tag="closed", frozen=True, array_like=True):
 
 
 class HandBack(msgspec.Struct, tag="hand_back", frozen=True, array_like=True):
-    """A keep-alive request that belongs to another pool: the connection
-    (its fd rides along) goes back to the front end with the request's bytes."""
+    """The connection (its fd rides along) goes back to the front end with
+    the bytes of its next request: one that belongs to another pool, or, from
+    a draining worker, none yet (`buffered` empty: an idle keep-alive
+    connection, nothing read of it), so no client sees the worker go."""
 
     conn_id: int
     peer_host: str
     peer_port: int
     binding: str
     buffered: bytes
+
+
+class RecycleRequest(msgspec.Struct, tag="recycle_request", frozen=True, array_like=True):
+    """The worker asks to be replaced: it served its `request_limit`
+    ("requests"; it serves on until its replacement is Ready), or it got
+    SIGTERM from outside ("SIGTERM"; the master answers with `Drain`, after
+    which nothing more is dispatched to it)."""
+
+    reason: str
+    served: int
 
 
 class RuntimeFailure(msgspec.Struct, tag="runtime_failure", frozen=True, array_like=True):
@@ -259,6 +276,7 @@ ToMaster = (
     | Pong
     | Closed
     | HandBack
+    | RecycleRequest
     | RuntimeFailure
     | ThreadFailed
     | Tasks

@@ -9,8 +9,21 @@
 
 Custody is what lets the master answer for a worker that died: a connection
 whose request was in the app, with no response byte sent (the scoreboard
-says so), gets a `502` instead of a reset; any other is closed. The
-answers name the event that explains them, in the body and in the
+says so), gets a `502` instead of a reset. Of the others:
+
+- one the worker provably never touched (the kernel's counts of bytes read
+  from it and written to it have not moved since the hand-off:
+  `byte_counts`) goes to another worker with the head the master read: the
+  app never saw it, nothing of it happened yet;
+- one with bytes waiting in its socket gets a `502`: the client sent a
+  request nobody answered. It is not sent on, since the worker may have
+  read part of it (or a request before it, pipelined) into its own buffer
+  without starting it: the counts cannot say what it consumed, only that
+  it did, and a request replayed in part, or twice, is worse than a 502;
+- an idle one (nothing waiting) is closed, as any idle keep-alive
+  connection may be.
+
+The answers name the event that explains them, in the body and in the
 `X-Poolwarden-Event` header.
 """
 
@@ -20,8 +33,10 @@ import asyncio
 import socket
 from collections.abc import Iterable
 
+from poolwarden import channel as ch
 from poolwarden.http.responses import simple_response
 from poolwarden.master.answer import answer_and_close
+from poolwarden.master.byte_counts import byte_counts, waiting
 
 
 def _event_reference(event_seq: int | None) -> tuple[tuple[tuple[str, str], ...], str]:
@@ -39,23 +54,29 @@ class Custody:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.connections: dict[int, socket.socket] = {}
+        self.handed: dict[int, tuple[ch.Dispatch, tuple[int, int] | None]] = {}
+        """Each connection's Dispatch and its byte counts at the hand-off."""
 
     def __len__(self) -> int:
         return len(self.connections)
 
-    def keep(self, conn_id: int, sock: socket.socket) -> None:
+    def keep(self, conn_id: int, sock: socket.socket, message: ch.Dispatch | None = None) -> None:
         self.connections[conn_id] = sock
+        if message is not None:
+            self.handed[conn_id] = (message, byte_counts(sock))
 
     def release(self, conn_ids: Iterable[int]) -> None:
         """The worker closed these: close the master's copies too."""
         connections = self.connections
         for conn_id in conn_ids:
+            self.handed.pop(conn_id, None)
             sock = connections.pop(conn_id, None)
             if sock is not None:
                 sock.close()
 
     def take(self, conn_id: int) -> socket.socket | None:
         """Take a connection out of custody (the worker handed it back)."""
+        self.handed.pop(conn_id, None)
         return self.connections.pop(conn_id, None)
 
     def abandon(
@@ -87,24 +108,38 @@ class Custody:
             ),
         )
 
-    def answer_for_ended(self, in_app: set[int], event_seq: int | None, exit_text: str) -> None:
+    def answer_for_ended(
+        self, in_app: set[int], event_seq: int | None, exit_text: str
+    ) -> list[tuple[socket.socket, ch.Dispatch]]:
         """The worker ended (or was taken out of service): a request whose
-        response had not started (its conn_id in `in_app`) gets a 502 naming
-        the event that explains it; an idle keep-alive connection is closed."""
+        response had not started (its conn_id in `in_app`), or one waiting
+        unread in its socket, gets a 502 naming the event that explains it;
+        an idle keep-alive connection is closed. Returned, to be dispatched
+        again: the connections the worker never touched."""
         extra, see = _event_reference(event_seq)
+        untouched: list[tuple[socket.socket, ch.Dispatch]] = []
         for conn_id, sock in self.connections.items():
+            message, counts = self.handed.get(conn_id, (None, None))
             if conn_id in in_app:
-                answer_and_close(
-                    self.loop,
-                    sock,
-                    simple_response(
-                        502,
-                        "Bad Gateway: the worker serving this request ended before it"
-                        f" answered ({exit_text}).{see}\n",
-                        reason_code="worker_died",
-                        extra_headers=extra,
-                    ),
-                )
+                what = "the worker serving this request ended before it answered"
+            elif message is not None and counts is not None and byte_counts(sock) == counts:
+                untouched.append((sock, message))
+                continue
+            elif waiting(sock):
+                what = "the worker holding this connection ended before it read this request"
             else:
                 sock.close()
+                continue
+            answer_and_close(
+                self.loop,
+                sock,
+                simple_response(
+                    502,
+                    f"Bad Gateway: {what} ({exit_text}).{see}\n",
+                    reason_code="worker_died",
+                    extra_headers=extra,
+                ),
+            )
         self.connections.clear()
+        self.handed.clear()
+        return untouched

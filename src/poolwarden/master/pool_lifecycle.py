@@ -180,6 +180,8 @@ class Lifecycle:
             on_orphaned=reports.orphaned,
             on_loop_lag=pool.request_watch.loop_lagged,
             on_debugged=reports.debugged,
+            on_recycle_request=reports.recycle_requested,
+            on_redispatch=pool.dispatch,
         )
         if armed is not None and armed.wrapper and not armed.adapter:
             # A worker under a debugger's wrapper runs slowly or stops at

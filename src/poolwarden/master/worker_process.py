@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
 import psutil
 
 from poolwarden import channel as ch
@@ -97,6 +98,12 @@ class WorkerProcess:
         ),
         on_loop_lag: Callable[[WorkerProcess, ch.LoopLag], None] = lambda worker, message: None,
         on_debugged: Callable[[WorkerProcess], None] = lambda worker: None,
+        on_recycle_request: Callable[[WorkerProcess, ch.RecycleRequest], None] = (
+            lambda worker, message: None
+        ),
+        on_redispatch: Callable[[socket.socket, ch.Dispatch], None] = (
+            lambda sock, message: sock.close()
+        ),
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -112,6 +119,9 @@ class WorkerProcess:
         self.on_orphaned = on_orphaned
         self.on_loop_lag = on_loop_lag
         self.on_debugged = on_debugged
+        self.on_recycle_request = on_recycle_request
+        self.on_redispatch = on_redispatch
+        """Where a connection it never touched goes when it ends: its pool."""
         self.orphaned_at: float | None = None
         self.debugging = boot.debug
         """The debug adapter holding this worker ("pdb", "debugpy"), or "":
@@ -164,10 +174,16 @@ class WorkerProcess:
     def spawn(self) -> None:
         """Start the process; an OSError means there is none."""
         evidence = self.death_evidence
+        boot = self.boot_template
+        if self.settings.recycle_requests > 0:
+            # The worker counts its own requests and asks for its recycle at
+            # this limit (`RecycleRequest`): the master's periodic look
+            # would only notice a second later.
+            boot = msgspec.structs.replace(boot, request_limit=max(1, self.request_limit))
         spawned = spawn_worker(
             self.loop,
             self.settings,
-            self.boot_template,
+            boot,
             state_dir=self.state_dir,
             access_log_fd=self.access_log_fd,
             unique=id(self),
@@ -207,7 +223,7 @@ class WorkerProcess:
 
     def dispatch(self, sock: socket.socket, message: ch.Dispatch) -> None:
         """Hand a connection over without waiting for the worker."""
-        self.custody.keep(message.conn_id, sock)
+        self.custody.keep(message.conn_id, sock, message)
         self.channel.send_connection(message, sock)
 
     def abandon(self, conn_id: int, answer: bool, event_seq: int | None) -> None:
@@ -271,6 +287,8 @@ class WorkerProcess:
             sock = self.custody.take(message.conn_id)
             if sock is not None:
                 self.on_hand_back(sock, message)
+        elif type(message) is ch.RecycleRequest:
+            self.on_recycle_request(self, message)
 
     def _channel_lost(self) -> None:
         """The channel is gone but the process lives: it can no longer be told
@@ -439,8 +457,12 @@ class WorkerProcess:
     def _answer_for_connections(self, event_seq: int | None) -> None:
         """Custody answers for what the worker held (502 or close); the
         connections not sent to it yet go with them."""
-        self.custody.answer_for_ended(self.death_evidence.in_app(), event_seq, self.exit_text)
+        untouched = self.custody.answer_for_ended(
+            self.death_evidence.in_app(), event_seq, self.exit_text
+        )
         self.channel.clear_backlog()
+        for sock, message in untouched:
+            self.on_redispatch(sock, message)
 
     def evidence(self) -> WorkerEnd:
         """What the event of this worker's end is made of (after it was reaped)."""

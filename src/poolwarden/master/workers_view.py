@@ -57,7 +57,11 @@ class WorkersView:
                         "started_at": worker.started_wall,
                         "uptime": now - worker.started_wall,
                         "requests_served": worker.scoreboard.served(),
+                        "request_limit": worker.request_limit
+                        if worker.settings.recycle_requests
+                        else None,
                         "active_requests": worker.busy_count(),
+                        "connections": worker.load,
                         "rss": rss,
                         "cpu_percent": cpu,
                     }

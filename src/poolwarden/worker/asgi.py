@@ -581,6 +581,7 @@ class HttpProtocol(asyncio.Protocol):
         """A request finished: log it, then start the next one or idle."""
         server = self.server
         server.give_slot(slot)
+        server.request_done()
         self.active = None
         self.active_slot = None
         if server.access_log is not None:
@@ -588,10 +589,10 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closing:
             return
-        if (
-            cycle.close_after
-            or server.draining
-            or (not cycle.complete and cycle.expect_continue and not cycle.continue_sent)
+        # A response sent while draining said `Connection: close`; one
+        # that promised keep-alive before is handed back below.
+        if cycle.close_after or (
+            not cycle.complete and cycle.expect_continue and not cycle.continue_sent
         ):
             self.close()
             return
@@ -604,6 +605,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.error is not None:
             self._write_error()
+            return
+        if server.draining and self.hand_back_if_idle():
             return
         self.resume_reading()
         self._arm_idle_timer()
@@ -685,9 +688,40 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
             self.transport.close()
 
-    def close_if_idle(self) -> None:
-        if self.active is None:
-            self.close()
+    def hand_back_if_idle(self) -> bool:
+        """Draining: give an idle keep-alive connection back to the front end
+        rather than close it, so the client's next request goes to another
+        worker and no client sees the recycle. Idle means nothing of a next
+        request was read (the loop has fed all it read to the parser): what
+        the client sent since is in the socket, for the front end to read.
+        A connection with part of a request here keeps it, and is served
+        (with `Connection: close`) when the rest arrives. True if handed back."""
+        transport = self.transport
+        if (
+            transport is None
+            or self.closing
+            or self.active is not None
+            or self.cycle is not None
+            or self.pipeline
+            or self.head.in_head
+            or self.error is not None
+        ):
+            return False
+        dispatch = self.dispatch
+        self.handed_back = True
+        self.server.hand_back(
+            transport.get_extra_info("socket").fileno(),
+            ch.HandBack(
+                conn_id=self.conn_id,
+                peer_host=dispatch.peer_host,
+                peer_port=dispatch.peer_port,
+                binding=dispatch.binding,
+                buffered=b"",
+            ),
+        )
+        self.closing = True
+        transport.abort()  # closes this process's copy only: no FIN, no reset
+        return True
 
 
 class Lifespan:
@@ -803,6 +837,10 @@ class ASGIServer:
         self.state: dict[str, Any] = {}
         self.draining = False
         self.done: asyncio.Future[None] = loop.create_future()
+        self.served = 0
+        self.request_limit = boot.request_limit
+        self.leaving = False
+        """It asked the master to replace it (SIGTERM from outside)."""
 
     def take_slot(self) -> SlotWriter | _NullSlot:
         return self.free_slots.pop() if self.free_slots else self.null_slot
@@ -845,6 +883,23 @@ class ASGIServer:
             elif type(message) is ch.DumpTasks:
                 self.send(describe_tasks(message.seq, self.loop))
 
+    def request_done(self) -> None:
+        """Count a served request; at the pool's limit, ask for the recycle
+        now rather than when the master next looks (once a second)."""
+        self.served += 1
+        if self.served == self.request_limit:
+            self.send(ch.RecycleRequest("requests", self.served))
+
+    def sigterm(self) -> None:
+        """SIGTERM from outside (`kill`, `docker stop`, systemd): drain as if
+        the master asked. The master is told first and answers `Drain`, so
+        every connection it dispatched before it knew arrives before the
+        drain and is served."""
+        if self.leaving or self.draining:
+            return
+        self.leaving = True
+        self.send(ch.RecycleRequest("SIGTERM", self.served))
+
     def _abandon(self, conn_id: int) -> None:
         """The master answered the connection (request time-out): the app
         sees a disconnect at its next `receive()`, and what it sends is
@@ -886,7 +941,7 @@ class ASGIServer:
     def drain(self) -> None:
         self.draining = True
         for protocol in list(self.connections):
-            protocol.close_if_idle()
+            protocol.hand_back_if_idle()
         if not self.connections and not self.done.done():
             self.done.set_result(None)
 
