@@ -154,6 +154,12 @@ class WorkerProcess:
         self.last_activity = time.monotonic()
         self.last_uss: int | None = None
         self._served_seen = 0
+        self.handed = 0
+        self.loop_blocked = False
+        """Its event loop is blocked past `loop_lag_warning` (its watchdog's
+        `LoopStall`): it takes no new connection until the loop runs again."""
+        """Connections dispatched to it so far (the scoreboard's `settled`
+        counts those it took up): what `in_use` starts from."""
         self.health_timer = HealthTimer(
             loop, settings, send_ping=lambda seq: self.send(ch.Ping(seq)), failed=self._unhealthy
         )
@@ -208,6 +214,7 @@ class WorkerProcess:
     def dispatch(self, sock: socket.socket, message: ch.Dispatch) -> None:
         """Hand a connection over without waiting for the worker."""
         self.custody.keep(message.conn_id, sock)
+        self.handed += 1
         self.channel.send_connection(message, sock)
 
     def abandon(self, conn_id: int, answer: bool, event_seq: int | None) -> None:
@@ -223,6 +230,20 @@ class WorkerProcess:
 
     def send(self, message: ch.ToWorker) -> None:
         self.channel.send(message)
+
+    def in_use(self) -> int:
+        """Connections it has in use: handed over and not taken up yet, or
+        with a request in the app (an idle keep-alive one is not)."""
+        return self.scoreboard.in_use(self.handed)
+
+    @property
+    def capacity(self) -> int | None:
+        """Connections it may have in use at once: a WSGI worker's threads,
+        an ASGI worker's `max_concurrency`; None: no limit."""
+        interface = self.interface or self.settings.interface
+        if interface == "asgi":
+            return self.settings.max_concurrency or None
+        return self.settings.threads
 
     def busy_count(self) -> int:
         """Requests in the app or responding now, from the scoreboard."""
