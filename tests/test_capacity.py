@@ -178,3 +178,50 @@ def test_a_burst_grows_the_web_garden_and_waits_in_the_queue_not_in_a_worker(
         answers = [future.result(20) for future in futures]
     assert [status for status, _, _ in answers] == [200] * 9
     assert {json.loads(body)["pid"] for _, _, body in answers} == set(pids)
+
+
+def blocked_loop_config(keys: str) -> str:
+    return one_pool_config(
+        "api",
+        "tests.apps.loop_apps:app",
+        f"""{keys}
+[pools.api.process_model]
+loop_lag_warning = "300ms"
+""",
+    )
+
+
+def test_a_worker_whose_loop_is_blocked_takes_no_connection_until_it_runs_again(
+    start_serve: Any,
+) -> None:
+    """The only worker's loop is blocked: a new request waits in the master's
+    queue, not in the worker, and is served once the loop runs again."""
+    server = start_serve(blocked_loop_config('start_mode = "always_running"'))
+    server.wait_for_workers(1)
+    control = ControlClient(str(server.state_dir))
+    pid = int(get(server.port, "/")[2])
+    with ThreadPoolExecutor(2) as pool:
+        blocking = pool.submit(get, server.port, "/hold?4")
+        server.wait_for_stderr(rf"worker {pid}: its event loop is blocked")
+        waiting = pool.submit(get, server.port, "/")
+        wait_until(lambda: control.get("/v1/pools/api")["queue"] == 1, what="one queued")
+        assert not blocking.done()
+        assert blocking.result(20)[0] == 200
+        status, _, body = waiting.result(20)
+    assert (status, int(body)) == (200, pid)
+    server.wait_for_stderr(rf"worker {pid}: its event loop runs again")
+
+
+def test_a_blocked_loop_makes_the_web_garden_grow(start_serve: Any) -> None:
+    """With room for another worker, a request that comes while the only
+    worker's loop is blocked starts a second one, which serves it while the
+    first is still blocked."""
+    server = start_serve(blocked_loop_config("max_processes = 2"))
+    first = int(get(server.port, "/")[2])  # on demand: the first worker
+    with ThreadPoolExecutor(1) as pool:
+        blocking = pool.submit(get, server.port, "/hold?6")
+        server.wait_for_stderr(rf"worker {first}: its event loop is blocked")
+        status, _, body = get(server.port, "/")
+        assert status == 200 and int(body) != first
+        assert not blocking.done()
+        assert blocking.result(20)[0] == 200

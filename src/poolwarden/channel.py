@@ -3,7 +3,7 @@
 ```
  master ──Boot, Dispatch(+fd), Ping, Drain──────────▶ worker
  master ◀──Ready | StartupFailed, Pong, Closed──────── worker
- master ◀──LoopLag (its loop watchdog, ASGI)────────── worker
+ master ◀──LoopLag, LoopStall (its loop watchdog, ASGI)─ worker
 ```
 
 The channel is one `AF_UNIX`/`SOCK_SEQPACKET` socket pair per worker, so each
@@ -225,6 +225,15 @@ class LoopLag(msgspec.Struct, tag="loop_lag", frozen=True, array_like=True):
     client: str = ""
 
 
+class LoopStall(msgspec.Struct, tag="loop_stall", frozen=True, array_like=True):
+    """The worker's event loop is blocked past `loop_lag_warning` (`blocked`),
+    or runs again (not `blocked`). Sent by its watchdog thread as the state
+    changes, every stall (the `LoopLag` report is rate-limited): the master
+    hands a blocked worker no new connection until it runs again."""
+
+    blocked: bool
+
+
 ToWorker = Boot | Dispatch | Ping | Drain | Routes | Abandon | DumpTasks
 
 
@@ -264,6 +273,7 @@ ToMaster = (
     | Tasks
     | DebugWaiting
     | LoopLag
+    | LoopStall
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -194,6 +194,23 @@ class Dispatcher:
             self.dispatched += 1
             worker.dispatch(waiting.sock, waiting.message)
 
+    def loop_stalled(self, worker: WorkerProcess) -> None:
+        """A worker's event loop is blocked (it takes nothing until it runs
+        again: another worker may start for what comes), or runs again (what
+        waits in the queue may go to it)."""
+        pool = self.pool
+        if worker.loop_blocked:
+            log.warning(
+                "pool %s: worker %d: its event loop is blocked; it takes no new connection",
+                pool.name,
+                worker.pid,
+            )
+            if pool.state is PoolState.STARTED:
+                self._grow_if_busy()
+        else:
+            log.info("pool %s: worker %d: its event loop runs again", pool.name, worker.pid)
+            self.flush_queue()
+
     def refuse_queue(self, reason: policy.RefusalReason) -> None:
         """Answer every waiting connection 503 with `reason`."""
         while self.queue:

@@ -179,6 +179,7 @@ class Lifecycle:
             on_thread_failed=reports.thread_failed,
             on_orphaned=reports.orphaned,
             on_loop_lag=pool.request_watch.loop_lagged,
+            on_loop_stall=pool.dispatcher.loop_stalled,
             on_debugged=reports.debugged,
         )
         if armed is not None and armed.wrapper and not armed.adapter:

@@ -97,6 +97,7 @@ class WorkerProcess:
         ),
         on_loop_lag: Callable[[WorkerProcess, ch.LoopLag], None] = lambda worker, message: None,
         on_debugged: Callable[[WorkerProcess], None] = lambda worker: None,
+        on_loop_stall: Callable[[WorkerProcess], None] = lambda worker: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -111,6 +112,7 @@ class WorkerProcess:
         self.on_thread_failed = on_thread_failed
         self.on_orphaned = on_orphaned
         self.on_loop_lag = on_loop_lag
+        self.on_loop_stall = on_loop_stall
         self.on_debugged = on_debugged
         self.orphaned_at: float | None = None
         self.debugging = boot.debug
@@ -286,6 +288,9 @@ class WorkerProcess:
             self.debug_address = message.address
         elif type(message) is ch.LoopLag:
             self.on_loop_lag(self, message)
+        elif type(message) is ch.LoopStall:
+            self.loop_blocked = message.blocked
+            self.on_loop_stall(self)
         elif type(message) is ch.Tasks:
             self.diagnostics.tasks_answered(message)
         elif type(message) is ch.HandBack:
