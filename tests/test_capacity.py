@@ -173,6 +173,11 @@ def test_a_burst_grows_the_web_garden_and_waits_in_the_queue_not_in_a_worker(
         pids = [int(flag.read_text()) for flag in started]
         assert sorted(pids.count(pid) for pid in set(pids)) == [4, 4]
         assert len(server.worker_pids()) == 2
+        rows = control.get("/v1/workers?pool=garden")["workers"]
+        assert sorted((row["connections_in_use"], row["capacity"]) for row in rows) == [
+            (4, 4),
+            (4, 4),
+        ]
         for _, _, until in paths:
             until.touch()
         answers = [future.result(20) for future in futures]

@@ -58,6 +58,9 @@ class WorkersView:
                         "uptime": now - worker.started_wall,
                         "requests_served": worker.scoreboard.served(),
                         "active_requests": worker.busy_count(),
+                        "connections_in_use": worker.in_use(),
+                        "capacity": worker.capacity,
+                        "loop_blocked": worker.loop_blocked,
                         "rss": rss,
                         "cpu_percent": cpu,
                     }
