@@ -3,7 +3,7 @@
 ```
  master ──Boot, Dispatch(+fd), Ping, Drain──────────▶ worker
  master ◀──Ready | StartupFailed, Pong, Closed──────── worker
- master ◀──LoopLag (its loop watchdog, ASGI)────────── worker
+ master ◀──LoopLag, LoopStall (its loop watchdog, ASGI)─ worker
  master ◀──RecycleRequest (its request limit, SIGTERM)─ worker
  master ◀──HandBack(+fd) (another pool's, or draining)─ worker
 ```
@@ -242,6 +242,15 @@ class LoopLag(msgspec.Struct, tag="loop_lag", frozen=True, array_like=True):
     client: str = ""
 
 
+class LoopStall(msgspec.Struct, tag="loop_stall", frozen=True, array_like=True):
+    """The worker's event loop is blocked past `loop_lag_warning` (`blocked`),
+    or runs again (not `blocked`). Sent by its watchdog thread as the state
+    changes, every stall (the `LoopLag` report is rate-limited): the master
+    hands a blocked worker no new connection until it runs again."""
+
+    blocked: bool
+
+
 ToWorker = Boot | Dispatch | Ping | Drain | Routes | Abandon | DumpTasks
 
 
@@ -282,6 +291,7 @@ ToMaster = (
     | Tasks
     | DebugWaiting
     | LoopLag
+    | LoopStall
 )
 
 _encoder = msgspec.msgpack.Encoder()

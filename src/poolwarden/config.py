@@ -260,6 +260,8 @@ class PoolConfig(_Section, frozen=True, kw_only=True):
     max_processes: PositiveCount = 1
     threads: PositiveCount = 8
     queue_length: PositiveCount = 1000
+    max_concurrency: Count = 0
+    """Connections one ASGI worker has in use at most; 0: no limit."""
     user: str | int | None = None
     group: str | int | None = None
     keepalive_timeout: PositiveDuration = 75.0
@@ -380,6 +382,7 @@ class Config:
             working_dir=pool.working_dir,
             env=dict(pool.env),
             queue_length=pool.queue_length,
+            max_concurrency=pool.max_concurrency,
             keepalive_timeout=pool.keepalive_timeout,
             shutdown_time_limit=pool.process_model.shutdown_time_limit,
             startup_time_limit=pool.process_model.startup_time_limit,

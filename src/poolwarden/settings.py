@@ -42,6 +42,10 @@ class PoolSettings(msgspec.Struct, frozen=True):
     env: dict[str, str] = {}
     queue_length: int = 1000
     """Connections waiting for a worker before 503 queue_full; IIS's queueLength."""
+    max_concurrency: int = 0
+    """Connections one ASGI worker has in use at most (uvicorn's
+    `--limit-concurrency`); past it a connection waits in the pool's queue.
+    0: no limit."""
     keepalive_timeout: float = 75.0
     """Idle keep-alive seconds; longer than common balancers' 60 s, so the
     server never closes a connection a balancer is about to reuse."""

@@ -104,6 +104,7 @@ class WorkerProcess:
         on_redispatch: Callable[[socket.socket, ch.Dispatch], None] = (
             lambda sock, message: sock.close()
         ),
+        on_loop_stall: Callable[[WorkerProcess], None] = lambda worker: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -118,6 +119,7 @@ class WorkerProcess:
         self.on_thread_failed = on_thread_failed
         self.on_orphaned = on_orphaned
         self.on_loop_lag = on_loop_lag
+        self.on_loop_stall = on_loop_stall
         self.on_debugged = on_debugged
         self.on_recycle_request = on_recycle_request
         self.on_redispatch = on_redispatch
@@ -164,6 +166,12 @@ class WorkerProcess:
         self.last_activity = time.monotonic()
         self.last_uss: int | None = None
         self._served_seen = 0
+        self.handed = 0
+        self.loop_blocked = False
+        """Its event loop is blocked past `loop_lag_warning` (its watchdog's
+        `LoopStall`): it takes no new connection until the loop runs again."""
+        """Connections dispatched to it so far (the scoreboard's `settled`
+        counts those it took up): what `in_use` starts from."""
         self.health_timer = HealthTimer(
             loop, settings, send_ping=lambda seq: self.send(ch.Ping(seq)), failed=self._unhealthy
         )
@@ -224,6 +232,7 @@ class WorkerProcess:
     def dispatch(self, sock: socket.socket, message: ch.Dispatch) -> None:
         """Hand a connection over without waiting for the worker."""
         self.custody.keep(message.conn_id, sock, message)
+        self.handed += 1
         self.channel.send_connection(message, sock)
 
     def abandon(self, conn_id: int, answer: bool, event_seq: int | None) -> None:
@@ -239,6 +248,20 @@ class WorkerProcess:
 
     def send(self, message: ch.ToWorker) -> None:
         self.channel.send(message)
+
+    def in_use(self) -> int:
+        """Connections it has in use: handed over and not taken up yet, or
+        with a request in the app (an idle keep-alive one is not)."""
+        return self.scoreboard.in_use(self.handed)
+
+    @property
+    def capacity(self) -> int | None:
+        """Connections it may have in use at once: a WSGI worker's threads,
+        an ASGI worker's `max_concurrency`; None: no limit."""
+        interface = self.interface or self.settings.interface
+        if interface == "asgi":
+            return self.settings.max_concurrency or None
+        return self.settings.threads
 
     def busy_count(self) -> int:
         """Requests in the app or responding now, from the scoreboard."""
@@ -281,6 +304,9 @@ class WorkerProcess:
             self.debug_address = message.address
         elif type(message) is ch.LoopLag:
             self.on_loop_lag(self, message)
+        elif type(message) is ch.LoopStall:
+            self.loop_blocked = message.blocked
+            self.on_loop_stall(self)
         elif type(message) is ch.Tasks:
             self.diagnostics.tasks_answered(message)
         elif type(message) is ch.HandBack:

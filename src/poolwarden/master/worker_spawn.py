@@ -92,9 +92,10 @@ def scoreboard_slots(settings: PoolSettings) -> int:
     """A WSGI worker needs a slot per thread; an ASGI worker (or one whose
     interface is not known before it loads the app) records up to
     `scoreboard_slots` requests of its one loop, and never gets fewer
-    slots than `threads` in case the app turns out to be WSGI."""
+    slots than `threads` in case the app turns out to be WSGI, nor fewer
+    than `max_concurrency`: the master counts its requests in use there."""
     slots = settings.threads if settings.interface == "wsgi" else settings.scoreboard_slots
-    return max(slots, settings.threads)
+    return max(slots, settings.threads, settings.max_concurrency)
 
 
 def spawn_worker(

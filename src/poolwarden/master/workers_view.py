@@ -62,6 +62,9 @@ class WorkersView:
                         else None,
                         "active_requests": worker.busy_count(),
                         "connections": worker.load,
+                        "connections_in_use": worker.in_use(),
+                        "capacity": worker.capacity,
+                        "loop_blocked": worker.loop_blocked,
                         "rss": rss,
                         "cpu_percent": cpu,
                     }

@@ -162,6 +162,7 @@ class RequestCycle:
             self.target[:200],
             protocol.client[:52],
         )
+        protocol.settle()
         try:
             await server.app(scope, self.receive, self.send)
         except BaseException as error:
@@ -367,6 +368,8 @@ class HttpProtocol(asyncio.Protocol):
         self.active_slot: SlotWriter | _NullSlot | None = None
         self.routed_first = False
         self.handed_back = False
+        self.settled = False
+        """Its first request started, or it ended before one (`Scoreboard.settle`)."""
         self.writable: asyncio.Future[None] | None = None
         """Set while the transport's write buffer is above its high-water mark."""
 
@@ -447,7 +450,15 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.disconnected = True
                 cycle.wake()
         self.pipeline.clear()
+        self.settle()
         self.server.connection_closed(self)
+
+    def settle(self) -> None:
+        """The master counts this connection in use until its first request
+        is in a slot or it is gone: say it is no longer waiting, once."""
+        if not self.settled:
+            self.settled = True
+            self.server.scoreboard.settle()
 
     def pause_writing(self) -> None:
         if self.writable is None:
@@ -830,6 +841,7 @@ class ASGIServer:
         self.pool_name = boot.pool
         self.table = routing_table_for(boot.routes, boot.pool)
         self.connections: set[HttpProtocol] = set()
+        self.scoreboard = scoreboard
         self.free_slots: list[SlotWriter] = [
             scoreboard.writer(index) for index in reversed(range(scoreboard.slots))
         ]
@@ -913,6 +925,7 @@ class ASGIServer:
             await self.loop.connect_accepted_socket(lambda: HttpProtocol(self, dispatch), sock)
         except OSError:
             sock.close()
+            self.scoreboard.settle()
             self.send(ch.Closed([dispatch.conn_id]))
 
     def send(self, message: ch.ToMaster) -> None:

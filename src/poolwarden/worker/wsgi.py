@@ -531,6 +531,7 @@ class Connection:
         "routed_first",
         "script_name",
         "server",
+        "settled",
         "sock",
     )
 
@@ -550,6 +551,8 @@ class Connection:
         self.disabled = False
         self.abandoned = False
         """The master answered it (request time-out): close it when done."""
+        self.settled = False
+        """Its first request started, or it ended before one (`Scoreboard.settle`)."""
         self.last_active = time.monotonic()
         # What every request on this connection shares, copied per request.
         self.base_environ: dict[str, Any] = {
@@ -745,6 +748,8 @@ class Connection:
         escaped = False
         environ = self.environ(request)
         slot.begin(self.conn_id, started, request.method[:12], request.url[:200], self.client)
+        if not self.settled:
+            server.settle(self)
         response = Response(self, request, slot)
         result: Iterable[bytes] | None = None
         failed = False
@@ -1139,7 +1144,17 @@ class WSGIServer:
         )
         return True
 
+    def settle(self, connection: Connection) -> None:
+        """The master counts `connection` in use until its first request is
+        in a slot or it is gone: say it is no longer waiting, once."""
+        with self.lock:
+            if connection.settled:
+                return
+            connection.settled = True
+        self.scoreboard.settle()
+
     def close(self, connection: Connection) -> None:
+        self.settle(connection)
         with self.lock:
             if self.connections.get(connection.fd) is not connection:
                 return
@@ -1165,6 +1180,7 @@ class WSGIServer:
     def hand_back(self, connection: Connection, message: ch.HandBack) -> None:
         """Give the connection back to the master; it is not closed: the
         master still holds it and sends it on."""
+        self.settle(connection)
         with self.lock:
             if self.connections.get(connection.fd) is not connection:
                 return
