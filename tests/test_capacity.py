@@ -99,7 +99,7 @@ BOUNDED_ASGI = one_pool_config(
 )
 
 
-def asgi_burst(server: Server, tmp_path: Path, trial: int) -> None:
+def asgi_burst(server: Server, tmp_path: Path, trial: int, pool_name: str = "bounded") -> None:
     """Four concurrent requests to an ASGI worker with `max_concurrency = 2`
     and a queue of one: two run, one waits in the queue, one gets 503 at once."""
     control = ControlClient(str(server.state_dir))
@@ -111,7 +111,7 @@ def asgi_burst(server: Server, tmp_path: Path, trial: int) -> None:
             what="one answer at once",
         )
         assert refused[:2] == (503, "queue_full")
-        assert control.get("/v1/pools/bounded")["queue"] == 1
+        assert control.get(f"/v1/pools/{pool_name}")["queue"] == 1
         started = wait_until(
             lambda: (
                 [i for i, (_, flag, _) in enumerate(paths) if flag.exists()]
@@ -141,6 +141,13 @@ def test_max_concurrency_bounds_an_asgi_worker(start_serve: Any, tmp_path: Path)
         asgi_burst(server, tmp_path, trial)
     log = (server.state_dir / "frontend.log").read_text()
     assert log.count(" 503 queue_full bounded") == 3
+
+
+def test_run_takes_max_concurrency_as_an_option(start_server: Any, tmp_path: Path) -> None:
+    server = start_server(
+        "tests.apps.pool_apps:asgi", "--max-concurrency", "2", "--queue-length", "1"
+    )
+    asgi_burst(server, tmp_path, 0, pool_name="default")
 
 
 GARDEN = one_pool_config(

@@ -94,6 +94,13 @@ def configure_logging(level: str) -> None:
     help="WSGI threads per worker.",
 )
 @click.option(
+    "--max-concurrency",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="ASGI: connections in use per worker before the pool queues them (0: no limit).",
+)
+@click.option(
     "--interface",
     type=click.Choice(["auto", "wsgi", "asgi"]),
     default="auto",
@@ -236,6 +243,7 @@ def run(
     binds: tuple[str, ...],
     processes: int,
     threads: int,
+    max_concurrency: int,
     interface: str,
     factory: bool,
     state_dir: str,
@@ -280,6 +288,7 @@ def run(
         interface=interface,  # type: ignore[arg-type]
         processes=processes,
         threads=threads,
+        max_concurrency=max_concurrency,
         queue_length=queue_length,
         keepalive_timeout=keepalive_timeout,
         shutdown_time_limit=shutdown_time_limit,
