@@ -160,13 +160,15 @@ def test_wp_table(cli: click.Group, running: Running) -> None:
         "STATE",
         "UPTIME",
         "REQUESTS",
-        "ACTIVE",
+        "LIMIT",
+        "IN",
+        "USE",
         "RSS",
         "CPU",
     ]
     assert [line.split() for line in lines if line.strip().startswith("10")] == [
-        ["101", "web", "ready", "1h02m", "600", "1", "45.2MiB", "3.2%"],
-        ["102", "web", "retiring", "12s", "0", "0", "-", "-"],
+        ["101", "web", "ready", "1h02m", "600", "-", "1", "45.2MiB", "3.2%"],
+        ["102", "web", "retiring", "12s", "0", "-", "0", "-", "-"],
     ]
 
 
@@ -215,7 +217,11 @@ def test_requests_bad_duration_is_a_usage_error(cli: click.Group, running: Runni
 def test_health(cli: click.Group, running: Running) -> None:
     result = invoke(cli, *at(running, "health"))
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == ["status: degraded", "  web  started", "  api  disabled"]
+    assert result.stdout.splitlines() == [
+        "status: degraded",
+        "  web  started",
+        "  api  disabled  not ready: pool_disabled, event 7",
+    ]
     running.target.pool_table["api"] = pool_dict("api")
     result = invoke(cli, *at(running, "health"))
     assert result.exit_code == 0
@@ -534,6 +540,46 @@ def test_format_pool_action(action: str, pool: dict[str, Any], text: str) -> Non
 
 def test_format_health() -> None:
     assert format_health({"status": "ok", "pools": {}}) == "status: ok"
+    degraded = {
+        "status": "degraded",
+        "pools": {"web": "started", "broken": "disabled"},
+        "not_ready": {"broken": {"state": "disabled", "reason": "pool_disabled", "event": 42}},
+    }
+    assert format_health(degraded) == (
+        "status: degraded\n  web     started\n  broken  disabled  not ready: pool_disabled, event 42"
+    )
+
+
+def test_format_workers_shows_the_request_limit_and_the_connections_in_use() -> None:
+    rows = [
+        {
+            "pid": 10,
+            "pool": "web",
+            "state": "ready",
+            "uptime": 5,
+            "requests_served": 7,
+            "request_limit": 1000,
+            "connections_in_use": 3,
+            "capacity": 8,
+            "rss": None,
+        },
+        {
+            "pid": 11,
+            "pool": "api",
+            "state": "ready",
+            "uptime": 5,
+            "requests_served": 2,
+            "request_limit": 0,
+            "connections_in_use": 2,
+            "capacity": 0,
+            "loop_blocked": True,
+        },
+    ]
+    text = render(format_workers(rows), width=120)
+    assert "LIMIT" in text and "IN USE" in text
+    web, api = (line for line in text.splitlines() if line.strip().startswith(("10", "11")))
+    assert "1000" in web and "3/8" in web
+    assert "2 blocked" in api
 
 
 def test_format_config_toml_escapes_and_nesting() -> None:

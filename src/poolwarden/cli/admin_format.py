@@ -111,8 +111,8 @@ def format_workers(workers: list[dict[str, Any]]) -> RenderableType:
     """`poolwarden wp`: one row per worker process."""
     if not workers:
         return Text("no worker processes")
-    columns = ("PID", "POOL", "STATE", "UPTIME", "REQUESTS", "ACTIVE", "RSS", "CPU")
-    table = plain_table(*columns, right=("PID", "UPTIME", "REQUESTS", "ACTIVE", "RSS", "CPU"))
+    columns = ("PID", "POOL", "STATE", "UPTIME", "REQUESTS", "LIMIT", "IN USE", "RSS", "CPU")
+    table = plain_table(*columns, right=columns[3:] + ("PID",))
     for worker in workers:
         pid, python_pid = worker.get("pid"), worker.get("python_pid")
         wrapped = f" (python {python_pid})" if python_pid and python_pid != pid else ""
@@ -122,11 +122,21 @@ def format_workers(workers: list[dict[str, Any]]) -> RenderableType:
             format_state(str(worker.get("state"))),
             format_uptime(worker.get("uptime")),
             cell(worker.get("requests_served")),
-            cell(worker.get("active_requests")),
+            cell(worker.get("request_limit") or None),
+            _in_use(worker),
             format_bytes(worker.get("rss")),
             format_percent(worker.get("cpu_percent")),
         )
     return table
+
+
+def _in_use(worker: dict[str, Any]) -> str:
+    """Connections in use of the worker's capacity: `3/8`, `2` (no limit),
+    `2 blocked` while an ASGI worker's loop is blocked."""
+    in_use = worker.get("connections_in_use", worker.get("active_requests"))
+    capacity = worker.get("capacity")
+    text = cell(in_use) + (f"/{capacity}" if capacity else "")
+    return text + (" blocked" if worker.get("loop_blocked") else "")
 
 
 def format_requests(requests: list[dict[str, Any]], min_elapsed: float = 0.0) -> RenderableType:
@@ -155,9 +165,18 @@ def format_health(health: dict[str, Any]) -> str:
     """`status: degraded` and each pool's state, one per line."""
     lines = [f"status: {health.get('status')}"]
     pools = health.get("pools")
+    not_ready = health.get("not_ready")
+    if not isinstance(not_ready, dict):
+        not_ready = {}
     if isinstance(pools, dict):
         width = max((len(name) for name in pools), default=0)
-        lines += [f"  {name:<{width}}  {state}" for name, state in pools.items()]
+        for name, state in pools.items():
+            line = f"  {name:<{width}}  {state}"
+            why = not_ready.get(name)
+            if isinstance(why, dict):
+                event = f", event {why['event']}" if why.get("event") else ""
+                line += f"  not ready: {why.get('reason')}{event}"
+            lines.append(line)
     return "\n".join(lines)
 
 
