@@ -672,3 +672,33 @@ def test_against_a_real_server_with_a_config_file(cli: click.Group, start_serve:
     result = invoke(cli, "pool", "start", "web", "-c", config, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["name"] == "web"
+
+
+def _leaf_commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _leaf_commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_command_takes_state_dir_in_any_position() -> None:
+    """A script may pass `--state-dir` to every command, before or after its arguments."""
+    from poolwarden.cli import main
+
+    commands = _leaf_commands(main)
+    assert ("events", "explain") in commands and ("config", "check") in commands
+    for path in commands:
+        command: click.Command = main
+        for name in path:
+            assert isinstance(command, click.Group)
+            command = command.commands[name]
+        options = {option for param in command.params for option in getattr(param, "opts", [])}
+        assert "--state-dir" in options, " ".join(path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["events", "explain", "5009", "--state-dir", "/nonexistent"])
+    assert result.exit_code == 0 and "5009" in result.output
+    result = runner.invoke(main, ["events", "explain", "--state-dir", "/nonexistent", "5009"])
+    assert result.exit_code == 0 and "5009" in result.output

@@ -43,6 +43,7 @@ from poolwarden.cli.common import (
     print_json,
     print_renderable,
     server_options,
+    unused_state_dir,
     url_segment,
 )
 from poolwarden.cli.config_toml import format_config_toml
@@ -283,6 +284,7 @@ def config_reload_command(state_dir: str | None, config_file: str | None, as_jso
 @config_group.command("check", short_help="Check a config file (no server needed).")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@unused_state_dir
 def config_check_command(file: str, as_json: bool) -> None:
     """Check config FILE without a server: `FILE: OK`, or every mistake (exit 1)."""
     try:

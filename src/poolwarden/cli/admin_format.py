@@ -112,7 +112,7 @@ def format_workers(workers: list[dict[str, Any]]) -> RenderableType:
     if not workers:
         return Text("no worker processes")
     columns = ("PID", "POOL", "STATE", "UPTIME", "REQUESTS", "LIMIT", "IN USE", "RSS", "CPU")
-    table = plain_table(*columns, right=columns[3:] + ("PID",))
+    table = plain_table(*columns, right=(*columns[3:], "PID"))
     for worker in workers:
         pid, python_pid = worker.get("pid"), worker.get("python_pid")
         wrapped = f" (python {python_pid})" if python_pid and python_pid != pid else ""

@@ -231,6 +231,20 @@ def location_options(function: F) -> F:
     return function
 
 
+def unused_state_dir(function: F) -> F:
+    """`--state-dir` on a command that needs no server or state (the event
+    catalog, a config file's check): taken and ignored, so that every command
+    takes it in any position and a script can pass it to all of them."""
+    return click.option(
+        "--state-dir",
+        "_state_dir",
+        metavar="DIR",
+        default=None,
+        expose_value=False,
+        help="Taken by every command; this one needs no state directory.",
+    )(function)
+
+
 def server_options(function: F) -> F:
     """`--state-dir`, `-c/--config` and `--json`, which every server command takes."""
     function = click.option(

@@ -36,6 +36,7 @@ from poolwarden.cli.common import (
     fail,
     location_options,
     state_dir_of_group,
+    unused_state_dir,
 )
 from poolwarden.events.catalog import CATALOG, LEVELS, UnknownEventId, explain, lookup
 from poolwarden.events.render import (
@@ -283,6 +284,7 @@ def show_command(
 @events_group.command("explain", short_help="What an event id means and what to do next.")
 @click.argument("key", metavar="[ID]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog entry as JSON.")
+@unused_state_dir
 def explain_command(key: str | None, as_json: bool) -> None:
     """What event ID (a number like 5009, or a name like worker_ended_unexpectedly)
     means, what usually causes it, and what to do next. Without ID, list the
