@@ -1116,15 +1116,17 @@ class PoolHistory(RuleBasedStateMachine):
 
     def expect_failure(self, actions: list[Action], was: PoolState) -> None:
         """One failure was counted now: the window is the model, and the pool
-        is disabled exactly when the window is full (and only once)."""
+        is disabled exactly when the window is full (and only once), unless it
+        is stopping or stopped: then its stop goes on."""
         self.failure_times.append(self.now)
         policy = self.machine.config.rapid_fail
         in_window = [t for t in self.failure_times if self.now - t < policy.interval]
         disable = policy.enabled and len(in_window) >= policy.max_crashes
         assert FailureCounted(min(len(in_window), max(policy.max_crashes, 1))) in actions
-        expected = disable and was is not PoolState.DISABLED
+        serving = was in (PoolState.STARTED, PoolState.STARTUP_FAILED)
+        expected = disable and serving
         assert (Disable(min(len(in_window), policy.max_crashes)) in actions) == expected
-        if disable:
+        if expected:
             assert self.machine.state is PoolState.DISABLED
 
     def ids(self, *phases: WorkerPhase) -> list[int]:
