@@ -19,7 +19,7 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from poolwarden.cli.common import NONE, cell, plain_table
-from poolwarden.events.render import format_age
+from poolwarden.events.render import format_age, format_bytes
 
 STATE_COLORS = {
     "started": "green",
@@ -59,17 +59,6 @@ def format_uptime(seconds: float | None) -> str:
 def format_elapsed(seconds: float | None) -> str:
     """A request's age: `0.25s`, `12.3s`, then as `format_uptime`."""
     return format_age(seconds)
-
-
-def format_bytes(size: int | None) -> str:
-    """Memory as `ps`-minded people read it: `812KiB`, `45.2MiB`, `1.50GiB`."""
-    if size is None:
-        return NONE
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            value = size / factor
-            return f"{value:.2f}{unit}" if value < 10 else f"{value:.1f}{unit}"
-    return f"{size}B"
 
 
 def format_percent(value: float | None) -> str:
