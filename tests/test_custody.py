@@ -217,8 +217,14 @@ def test_a_request_sent_on_an_idle_connection_of_a_worker_that_dies_gets_a_502(
         answer = read_until_closed(sock)
     finally:
         sock.close()
-    assert answer.startswith(b"HTTP/1.1 502"), answer
-    assert b"x-poolwarden-event: " in answer.lower()
+    # Never a reset: a 502 naming the event, or, when the request had not yet
+    # reached the socket as the worker was stopped (the kernel's counts did
+    # not move), another worker's answer.
+    if answer.startswith(b"HTTP/1.1 502"):
+        assert b"x-poolwarden-event: " in answer.lower()
+    else:
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert str(pid).encode() not in answer.split(b"\r\n\r\n", 1)[1]
 
 
 def test_a_connection_a_dead_worker_never_read_goes_to_another_worker(
