@@ -172,6 +172,15 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP `pid` and wait until the kernel shows it stopped: kill() returns
+    before a process running on another core has taken the signal, and in
+    that window it can still read and answer."""
+    os.kill(pid, signal.SIGSTOP)
+    process = psutil.Process(pid)
+    wait_until(lambda: process.status() == psutil.STATUS_STOPPED, what=f"process {pid} to stop")
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     chunks = []
     while True:

@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from poolwarden.events import catalog
-from tests.conftest import Server, ServerFactory, events_of, read_until_closed, wait_until
+from tests.conftest import (
+    Server,
+    ServerFactory,
+    events_of,
+    freeze,
+    read_until_closed,
+    wait_until,
+)
 
 WSGI_APP = "tests.apps.custody_apps:app"
 ASGI_APP = "tests.apps.custody_apps:asgi_app"
@@ -211,7 +218,7 @@ def test_a_request_sent_on_an_idle_connection_of_a_worker_that_dies_gets_a_502(
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         first = sock.recv(65536)
         assert first.startswith(b"HTTP/1.1 200") and str(pid).encode() in first
-        os.kill(pid, signal.SIGSTOP)
+        freeze(pid)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         os.kill(pid, signal.SIGKILL)
         answer = read_until_closed(sock)
@@ -234,7 +241,7 @@ def test_a_connection_a_dead_worker_never_read_goes_to_another_worker(
     killed): the master holds the head it read and sends it on."""
     server = start_server(WSGI_APP)
     [pid] = server.worker_pids()
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(server.get, "/", timeout=20)
         wait_until(
