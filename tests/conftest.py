@@ -172,6 +172,15 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP `pid` and wait until the kernel shows it stopped: kill() returns
+    before a process running on another core has taken the signal, and in
+    that window it can still read and answer."""
+    os.kill(pid, signal.SIGSTOP)
+    process = psutil.Process(pid)
+    wait_until(lambda: process.status() == psutil.STATUS_STOPPED, what=f"process {pid} to stop")
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     chunks = []
     while True:
@@ -205,6 +214,7 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
         env: dict[str, str] | None = None,
         bind: str | None = "127.0.0.1:0",
         workers: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> Server:
         index = next(counter)
         state_dir = tmp_path / f"state{index}"
@@ -218,7 +228,13 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
         full_env.update(env or {})
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             process = subprocess.Popen(
-                command, cwd=REPO, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env
+                command,
+                cwd=REPO,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                preexec_fn=preexec_fn,
             )
         server = Server(process, state_dir, stdout_path, stderr_path)
         servers.append(server)

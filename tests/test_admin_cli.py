@@ -20,11 +20,9 @@ import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
-from poolwarden.admin_cli import (
-    COMMANDS,
-    StateDirError,
+from poolwarden.cli.admin import COMMANDS, register
+from poolwarden.cli.admin_format import (
     format_bytes,
-    format_config_toml,
     format_elapsed,
     format_health,
     format_pool_action,
@@ -33,9 +31,9 @@ from poolwarden.admin_cli import (
     format_requests,
     format_uptime,
     format_workers,
-    locate_state_dir,
-    register,
 )
+from poolwarden.cli.common import StateDirError, locate_state_dir
+from poolwarden.cli.config_toml import format_config_toml
 from poolwarden.config import ConfigError, ConfigIssue, config_from_dict
 from poolwarden.control_client import ControlClient
 from tests.conftest import wait_until
@@ -162,13 +160,15 @@ def test_wp_table(cli: click.Group, running: Running) -> None:
         "STATE",
         "UPTIME",
         "REQUESTS",
-        "ACTIVE",
+        "LIMIT",
+        "IN",
+        "USE",
         "RSS",
         "CPU",
     ]
     assert [line.split() for line in lines if line.strip().startswith("10")] == [
-        ["101", "web", "ready", "1h02m", "600", "1", "45.2MiB", "3.2%"],
-        ["102", "web", "retiring", "12s", "0", "0", "-", "-"],
+        ["101", "web", "ready", "1h02m", "600", "-", "1", "45.2MiB", "3.2%"],
+        ["102", "web", "retiring", "12s", "0", "-", "0", "-", "-"],
     ]
 
 
@@ -217,7 +217,11 @@ def test_requests_bad_duration_is_a_usage_error(cli: click.Group, running: Runni
 def test_health(cli: click.Group, running: Running) -> None:
     result = invoke(cli, *at(running, "health"))
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == ["status: degraded", "  web  started", "  api  disabled"]
+    assert result.stdout.splitlines() == [
+        "status: degraded",
+        "  web  started",
+        "  api  disabled  not ready: pool_disabled, event 7",
+    ]
     running.target.pool_table["api"] = pool_dict("api")
     result = invoke(cli, *at(running, "health"))
     assert result.exit_code == 0
@@ -536,6 +540,46 @@ def test_format_pool_action(action: str, pool: dict[str, Any], text: str) -> Non
 
 def test_format_health() -> None:
     assert format_health({"status": "ok", "pools": {}}) == "status: ok"
+    degraded = {
+        "status": "degraded",
+        "pools": {"web": "started", "broken": "disabled"},
+        "not_ready": {"broken": {"state": "disabled", "reason": "pool_disabled", "event": 42}},
+    }
+    assert format_health(degraded) == (
+        "status: degraded\n  web     started\n  broken  disabled  not ready: pool_disabled, event 42"
+    )
+
+
+def test_format_workers_shows_the_request_limit_and_the_connections_in_use() -> None:
+    rows = [
+        {
+            "pid": 10,
+            "pool": "web",
+            "state": "ready",
+            "uptime": 5,
+            "requests_served": 7,
+            "request_limit": 1000,
+            "connections_in_use": 3,
+            "capacity": 8,
+            "rss": None,
+        },
+        {
+            "pid": 11,
+            "pool": "api",
+            "state": "ready",
+            "uptime": 5,
+            "requests_served": 2,
+            "request_limit": 0,
+            "connections_in_use": 2,
+            "capacity": 0,
+            "loop_blocked": True,
+        },
+    ]
+    text = render(format_workers(rows), width=120)
+    assert "LIMIT" in text and "IN USE" in text
+    web, api = (line for line in text.splitlines() if line.strip().startswith(("10", "11")))
+    assert "1000" in web and "3/8" in web
+    assert "2 blocked" in api
 
 
 def test_format_config_toml_escapes_and_nesting() -> None:
@@ -628,3 +672,33 @@ def test_against_a_real_server_with_a_config_file(cli: click.Group, start_serve:
     result = invoke(cli, "pool", "start", "web", "-c", config, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["name"] == "web"
+
+
+def _leaf_commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _leaf_commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_command_takes_state_dir_in_any_position() -> None:
+    """A script may pass `--state-dir` to every command, before or after its arguments."""
+    from poolwarden.cli import main
+
+    commands = _leaf_commands(main)
+    assert ("events", "explain") in commands and ("config", "check") in commands
+    for path in commands:
+        command: click.Command = main
+        for name in path:
+            assert isinstance(command, click.Group)
+            command = command.commands[name]
+        options = {option for param in command.params for option in getattr(param, "opts", [])}
+        assert "--state-dir" in options, " ".join(path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["events", "explain", "5009", "--state-dir", "/nonexistent"])
+    assert result.exit_code == 0 and "5009" in result.output
+    result = runner.invoke(main, ["events", "explain", "--state-dir", "/nonexistent", "5009"])
+    assert result.exit_code == 0 and "5009" in result.output

@@ -436,7 +436,9 @@ def test_app_without_lifespan_support_still_serves(start_server: ServerFactory) 
 
 
 def test_lifespan_startup_failed_is_a_startup_failure(start_server: ServerFactory) -> None:
-    server = start_server(f"{APPS}:startup_failed_app", wait_ready=False)
+    server = start_server(
+        f"{APPS}:startup_failed_app", "--on-startup-failure", "exit-now", wait_ready=False
+    )
     assert server.wait() == 3
     stderr = server.stderr()
     assert (
@@ -447,7 +449,9 @@ def test_lifespan_startup_failed_is_a_startup_failure(start_server: ServerFactor
 
 
 def test_exception_in_lifespan_startup_is_a_startup_failure(start_server: ServerFactory) -> None:
-    server = start_server(f"{APPS}:startup_raises_app", wait_ready=False)
+    server = start_server(
+        f"{APPS}:startup_raises_app", "--on-startup-failure", "exit-now", wait_ready=False
+    )
     assert server.wait() == 3
     stderr = server.stderr()
     line = line_of('raise ConnectionRefusedError("cache at')

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from poolwarden.dumps_cli import Dump, format_dumps
+from poolwarden.cli.dumps import Dump, format_dumps
 from poolwarden.events import catalog
 from poolwarden.events.store import Event
 from poolwarden.master.core_dumps import (

@@ -23,6 +23,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from poolwarden.cli.events import register
 from poolwarden.events.catalog import CATALOG, KNOWN_IDS
 from poolwarden.events.classify import WorkerEnd, classify
 from poolwarden.events.render import (
@@ -40,7 +41,6 @@ from poolwarden.events.render import (
     with_source_lines,
 )
 from poolwarden.events.store import Event, EventStore, new_event
-from poolwarden.events_cli import register
 from poolwarden.importer import AppLoadError, load_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -264,7 +264,7 @@ def test_register_refuses_a_taken_name(cli: click.Group) -> None:
 
 
 def test_register_beside_the_admin_commands() -> None:
-    from poolwarden.admin_cli import register as register_admin
+    from poolwarden.cli.admin import register as register_admin
 
     group = click.Group("poolwarden")
     register_admin(group)
@@ -276,7 +276,7 @@ def test_register_beside_the_admin_commands() -> None:
 
 FOLLOWER = """
 import click, sys
-from poolwarden.events_cli import register
+from poolwarden.cli.events import register
 group = click.Group("poolwarden")
 register(group)
 group(sys.argv[1:], prog_name="poolwarden")

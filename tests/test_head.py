@@ -73,7 +73,8 @@ def test_smuggling_shapes_are_refused(raw: bytes) -> None:
         b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
         b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.x\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/12.1\r\nHost: a\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\n : x\r\n\r\n",
     ],
 )
@@ -141,4 +142,68 @@ def test_arbitrary_bytes_either_parse_or_raise_head_error(data: bytes) -> None:
     try:
         parse(raw)
     except HeadError as error:
-        assert error.status in (400, 414, 431)
+        assert error.status in (400, 414, 431, 501, 505)
+
+
+# where llhttp and RFC 9110/9112 part (the rules of poolwarden.http.rules)
+
+
+def test_trailing_whitespace_is_stripped_from_field_values() -> None:
+    head = parse(b"GET / HTTP/1.1\r\nHost: a.test \t\r\nX-A: value \t \r\n\r\n")
+    assert head.headers == [(b"Host", b"a.test"), (b"X-A", b"value")]
+    assert head.host == "a.test"
+
+
+@pytest.mark.parametrize("method", ["FOO", "brew", "PRI", "DESCRIBE", "X-Y.Z"])
+def test_extension_methods_are_parsed(method: str) -> None:
+    head = parse(f"{method} /x?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n".encode())
+    assert (head.method, head.path, head.query) == (method, b"/x", b"q=1")
+
+
+def test_an_extension_method_after_an_empty_line() -> None:
+    assert parse(b"\r\nFOO / HTTP/1.1\r\nHost: a\r\n\r\n").method == "FOO"
+
+
+def test_a_method_that_is_not_a_token_is_malformed() -> None:
+    error = refused(b"F(O) / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (error.status, error.reason_code) == (400, "bad_request")
+
+
+def test_connect_is_not_implemented() -> None:
+    error = refused(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+    assert (error.status, error.reason_code) == (501, "not_implemented")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/3.0\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ],
+    ids=["2.0", "3.0", "9.9", "0.9", "h2_preface"],
+)
+def test_other_major_versions_are_not_supported(raw: bytes) -> None:
+    error = refused(raw)
+    assert (error.status, error.reason_code) == (505, "version_not_supported")
+
+
+def test_a_higher_minor_version_is_served_as_http11() -> None:
+    head = parse(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n")
+    assert (head.http_version, head.keep_alive) == ("1.1", True)
+    assert refused(b"GET / HTTP/1.2\r\nX: y\r\n\r\n").status == 400  # Host is required
+
+
+@pytest.mark.parametrize("target", [b"/x?page=1#posts", b"/x#posts", b"http://a/x#f"])
+def test_a_fragment_in_the_target_is_refused(target: bytes) -> None:
+    error = refused(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (error.status, error.reason_code) == (400, "bad_request")
+    assert "fragment" in error.message
+
+
+def test_transfer_encoding_in_http10_is_faulty_framing() -> None:
+    error = refused(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert (error.status, error.reason_code) == (400, "bad_request")
+    assert "HTTP/1.0" in error.message

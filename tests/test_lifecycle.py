@@ -253,9 +253,12 @@ def test_the_master_sees_an_in_flight_request(tmp_path: Path, lifecycle_dir: Pat
 
 # start-up failures in run mode
 
+EXIT_NOW = ("--on-startup-failure", "exit-now")
+"""The first failure is fatal: these tests are about what it says."""
+
 
 def test_import_error_exits_3_with_the_apps_traceback(start_server: ServerFactory) -> None:
-    server = start_server(f"{BROKEN}:app", wait_ready=False)
+    server = start_server(f"{BROKEN}:app", *EXIT_NOW, wait_ready=False)
     assert server.wait() == 3
     stderr = server.stderr()
     source = (REPO / "tests" / "apps" / "broken_import.py").read_text().splitlines()
@@ -276,7 +279,7 @@ def test_import_error_exits_3_with_the_apps_traceback(start_server: ServerFactor
 
 
 def test_missing_module_exits_3_with_a_clear_message(start_server: ServerFactory) -> None:
-    server = start_server("tests.apps.no_such_module:app", wait_ready=False)
+    server = start_server("tests.apps.no_such_module:app", *EXIT_NOW, wait_ready=False)
     assert server.wait() == 3
     assert (
         "poolwarden: cannot start app 'tests.apps.no_such_module:app' "
@@ -286,7 +289,7 @@ def test_missing_module_exits_3_with_a_clear_message(start_server: ServerFactory
 
 
 def test_missing_attribute_names_module_and_attribute(start_server: ServerFactory) -> None:
-    server = start_server("tests.apps.lifecycle_apps:application", wait_ready=False)
+    server = start_server("tests.apps.lifecycle_apps:application", *EXIT_NOW, wait_ready=False)
     assert server.wait() == 3
     assert (
         "poolwarden: cannot start app 'tests.apps.lifecycle_apps:application' "
@@ -296,7 +299,9 @@ def test_missing_attribute_names_module_and_attribute(start_server: ServerFactor
 
 
 def test_factory_that_raises(start_server: ServerFactory) -> None:
-    server = start_server("tests.apps.broken_factory:create_app", "--factory", wait_ready=False)
+    server = start_server(
+        "tests.apps.broken_factory:create_app", "--factory", *EXIT_NOW, wait_ready=False
+    )
     assert server.wait() == 3
     source = (REPO / "tests" / "apps" / "broken_factory.py").read_text().splitlines()
     raise_line = next(n for n, line in enumerate(source, 1) if "raise ValueError" in line)
@@ -315,7 +320,7 @@ def test_factory_that_raises(start_server: ServerFactory) -> None:
 def test_worker_that_exits_silently_at_import_is_a_startup_failure(
     start_server: ServerFactory,
 ) -> None:
-    server = start_server("tests.apps.broken_exit:app", wait_ready=False)
+    server = start_server("tests.apps.broken_exit:app", *EXIT_NOW, wait_ready=False)
     assert server.wait() == 3
     assert (
         "poolwarden: cannot start app 'tests.apps.broken_exit:app' (boot failed): WorkerDied: "
@@ -326,7 +331,7 @@ def test_worker_that_exits_silently_at_import_is_a_startup_failure(
 def test_worker_that_crashes_at_import_points_at_its_crash_dump(
     start_server: ServerFactory,
 ) -> None:
-    server = start_server("tests.apps.broken_segfault:app", wait_ready=False)
+    server = start_server("tests.apps.broken_segfault:app", *EXIT_NOW, wait_ready=False)
     assert server.wait() == 3
     match = re.search(
         r"^poolwarden: cannot start app 'tests\.apps\.broken_segfault:app' \(boot failed\): "
@@ -349,7 +354,9 @@ def test_a_worker_that_cannot_be_spawned_fails_fast(
     """The master itself, in this process, with an interpreter that does not exist."""
     python = str(tmp_path / "no-such-python")
     master = Master(
-        ServerSettings(binds=["127.0.0.1:0"], state_dir=str(tmp_path / "state")),
+        ServerSettings(
+            binds=["127.0.0.1:0"], state_dir=str(tmp_path / "state"), on_startup_failure="exit-now"
+        ),
         [PoolSettings(name="default", app=APP, python=python)],
     )
     try:
@@ -574,3 +581,48 @@ def test_no_access_log(start: ServerFactory) -> None:
     server.signal(signal.SIGTERM)
     assert server.wait() == 0
     assert server.stdout() == ""
+
+
+# fail-fast with patience: transient start-up failures are retried
+
+
+def test_a_transient_startup_failure_is_retried_and_recovers(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A database that is not up yet: the import fails twice, then works."""
+    counter = tmp_path / "attempts"
+    server = start_server(
+        "tests.apps.flaky_start:app", env={"FLAKY_START_COUNTER": str(counter), "FLAKY_FAILS": "2"}
+    )
+    status, _, body = server.get("/")
+    assert (status, body) == (200, b"started on attempt 3\n")
+    stderr = server.stderr()
+    headline = (
+        "poolwarden: cannot start app 'tests.apps.flaky_start:app' (import failed in "
+        "tests.apps.flaky_start, line "
+    )
+    assert stderr.count(headline) == 1  # the same failure twice: said once
+    assert "ConnectionRefusedError: [Errno 111] the config service is not up yet" in stderr
+    assert "poolwarden: retrying, 2 of 5\n" in stderr
+    assert "poolwarden: retrying, 3 of 5\n" in stderr
+    assert "giving up" not in stderr
+    assert server.process.poll() is None
+
+
+def test_a_lasting_startup_failure_exits_3_at_the_rapid_fail_limit(
+    start_server: ServerFactory,
+) -> None:
+    started = time.monotonic()
+    server = start_server(f"{BROKEN}:app", wait_ready=False)
+    assert server.wait() == 3
+    assert time.monotonic() - started < 40  # the back-off: about 15 s in all
+    stderr = server.stderr()
+    headline = f"poolwarden: cannot start app '{BROKEN}:app' (import failed in {BROKEN}, line "
+    assert stderr.count(headline) == 1  # at once; the verdict below names it again
+    assert [f"{n} of 5" for n in range(2, 6)] == re.findall(r"retrying, (\d of 5)", stderr)
+    assert re.search(
+        rf"^poolwarden: giving up after 5 failed starts: cannot start app '{BROKEN}:app'",
+        stderr,
+        re.MULTILINE,
+    )
+    assert stderr.count("Traceback (most recent call last):") == 1

@@ -59,6 +59,7 @@ from poolwarden.activation.pool_policy import (
     WorkerOrphaned,
     WorkerPhase,
     WorkerReady,
+    WorkerSignalled,
     WorkerSpawned,
 )
 from poolwarden.activation.rapid_fail import FailureWindow, RapidFailPolicy
@@ -695,6 +696,25 @@ def test_a_replacement_ready_drains_the_oldest_old_worker_and_the_recycle_ends()
     assert not machine.recycling
 
 
+def test_a_worker_signalled_from_outside_drains_at_once_and_is_replaced() -> None:
+    machine = pool(ready=1)
+    assert machine.handle(WorkerSignalled(1)) == [Retire(1), Spawn(1), Drain(1, "signal")]
+    assert machine.handle(WorkerSignalled(1)) == []  # already draining
+    machine.handle(WorkerSpawned(2))
+    assert machine.handle(WorkerReady(2)) == []  # nothing left to drain
+    assert machine.handle(WorkerEnded(1, counts_as_failure=False, now=1.0)) == []
+    assert machine.handle(WorkerExited(1)) == []
+    assert not machine.recycling and machine.serving == [2]
+
+
+def test_a_worker_signalled_while_the_pool_stops_is_not_replaced() -> None:
+    machine = pool(ready=1)
+    machine.handle(Stop(ADMIN, 5.0))
+    assert machine.handle(WorkerSignalled(1)) == []
+    stopping = pool(PoolState.STOPPING, ready=1, stop_reason=ADMIN)
+    assert stopping.handle(WorkerSignalled(1)) == [Drain(1, "signal")]
+
+
 def test_without_overlap_the_replacement_starts_when_the_old_worker_has_exited() -> None:
     machine = pool(ready=1, overlapping=False, always_running=False)
     machine.handle(RecycleRequested())
@@ -1096,15 +1116,17 @@ class PoolHistory(RuleBasedStateMachine):
 
     def expect_failure(self, actions: list[Action], was: PoolState) -> None:
         """One failure was counted now: the window is the model, and the pool
-        is disabled exactly when the window is full (and only once)."""
+        is disabled exactly when the window is full (and only once), unless it
+        is stopping or stopped: then its stop goes on."""
         self.failure_times.append(self.now)
         policy = self.machine.config.rapid_fail
         in_window = [t for t in self.failure_times if self.now - t < policy.interval]
         disable = policy.enabled and len(in_window) >= policy.max_crashes
         assert FailureCounted(min(len(in_window), max(policy.max_crashes, 1))) in actions
-        expected = disable and was is not PoolState.DISABLED
+        serving = was in (PoolState.STARTED, PoolState.STARTUP_FAILED)
+        expected = disable and serving
         assert (Disable(min(len(in_window), policy.max_crashes)) in actions) == expected
-        if disable:
+        if expected:
             assert self.machine.state is PoolState.DISABLED
 
     def ids(self, *phases: WorkerPhase) -> list[int]:

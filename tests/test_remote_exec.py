@@ -45,7 +45,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poolwarden import channel as ch
-from poolwarden.admin_cli import register
+from poolwarden.cli.admin import register
 from poolwarden.master import remote_exec
 from poolwarden.master.remote_exec import (
     REMOTE_WAIT,

@@ -20,14 +20,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from poolwarden.admin_cli import (
-    PY_SPY_INSTALL,
-    format_native,
-    format_stacks,
-    format_worker_stack,
-    native_stack,
-    register,
-)
+from poolwarden.cli.admin import register
+from poolwarden.cli.admin_format import format_native, format_stacks, format_worker_stack
+from poolwarden.cli.py_spy import PY_SPY_INSTALL, native_stack
 from poolwarden.master.remote_exec import decide, read_facts
 from poolwarden.stacks import (
     TASKS_BLOCKED_NOTE,

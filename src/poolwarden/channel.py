@@ -3,7 +3,9 @@
 ```
  master ──Boot, Dispatch(+fd), Ping, Drain──────────▶ worker
  master ◀──Ready | StartupFailed, Pong, Closed──────── worker
- master ◀──LoopLag (its loop watchdog, ASGI)────────── worker
+ master ◀──LoopLag, LoopStall (its loop watchdog, ASGI)─ worker
+ master ◀──RecycleRequest (its request limit, SIGTERM)─ worker
+ master ◀──HandBack(+fd) (another pool's, or draining)─ worker
 ```
 
 The channel is one `AF_UNIX`/`SOCK_SEQPACKET` socket pair per worker, so each
@@ -107,6 +109,9 @@ class Boot(msgspec.Struct, tag="boot", frozen=True, array_like=True):
     loop_lag_warning: float = 1.0
     """Seconds an ASGI worker's loop may be blocked before its watchdog
     reports the stall (`LoopLag`); 0: no watchdog."""
+    request_limit: int = 0
+    """Requests after which the worker asks for its recycle (`RecycleRequest`):
+    the pool's `recycling.requests` less this worker's jitter; 0: no limit."""
     websocket: WebSocketOptions = WebSocketOptions()
     """WebSocket limits and keep-alive pings (ASGI workers)."""
 
@@ -186,14 +191,26 @@ class Closed(msgspec.Struct, tag="closed", frozen=True, array_like=True):
 
 
 class HandBack(msgspec.Struct, tag="hand_back", frozen=True, array_like=True):
-    """A keep-alive request that belongs to another pool: the connection
-    (its fd rides along) goes back to the front end with the request's bytes."""
+    """The connection (its fd rides along) goes back to the front end with
+    the bytes of its next request: one that belongs to another pool, or, from
+    a draining worker, none yet (`buffered` empty: an idle keep-alive
+    connection, nothing read of it), so no client sees the worker go."""
 
     conn_id: int
     peer_host: str
     peer_port: int
     binding: str
     buffered: bytes
+
+
+class RecycleRequest(msgspec.Struct, tag="recycle_request", frozen=True, array_like=True):
+    """The worker asks to be replaced: it served its `request_limit`
+    ("requests"; it serves on until its replacement is Ready), or it got
+    SIGTERM from outside ("SIGTERM"; the master answers with `Drain`, after
+    which nothing more is dispatched to it)."""
+
+    reason: str
+    served: int
 
 
 class RuntimeFailure(msgspec.Struct, tag="runtime_failure", frozen=True, array_like=True):
@@ -238,6 +255,15 @@ class LoopLag(msgspec.Struct, tag="loop_lag", frozen=True, array_like=True):
     client: str = ""
 
 
+class LoopStall(msgspec.Struct, tag="loop_stall", frozen=True, array_like=True):
+    """The worker's event loop is blocked past `loop_lag_warning` (`blocked`),
+    or runs again (not `blocked`). Sent by its watchdog thread as the state
+    changes, every stall (the `LoopLag` report is rate-limited): the master
+    hands a blocked worker no new connection until it runs again."""
+
+    blocked: bool
+
+
 ToWorker = Boot | Dispatch | Ping | Drain | Routes | Abandon | DumpTasks
 
 
@@ -272,11 +298,13 @@ ToMaster = (
     | Pong
     | Closed
     | HandBack
+    | RecycleRequest
     | RuntimeFailure
     | ThreadFailed
     | Tasks
     | DebugWaiting
     | LoopLag
+    | LoopStall
 )
 
 _encoder = msgspec.msgpack.Encoder()

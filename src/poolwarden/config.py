@@ -46,8 +46,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 import msgspec.inspect as mi
 
+from poolwarden.bind_address import BindError, parse_bind
 from poolwarden.http.limits import HeadLimits
-from poolwarden.master.binding import BindError, parse_bind
 from poolwarden.routing import Application, RoutingTable, Site, normalize_path
 from poolwarden.settings import (
     DEFAULT_STATE_DIR,
@@ -260,6 +260,8 @@ class PoolConfig(_Section, frozen=True, kw_only=True):
     max_processes: PositiveCount = 1
     threads: PositiveCount = 8
     queue_length: PositiveCount = 1000
+    max_concurrency: Count = 0
+    """Connections one ASGI worker has in use at most; 0: no limit."""
     user: str | int | None = None
     group: str | int | None = None
     keepalive_timeout: PositiveDuration = 75.0
@@ -390,6 +392,7 @@ class Config:
             working_dir=pool.working_dir,
             env=dict(pool.env),
             queue_length=pool.queue_length,
+            max_concurrency=pool.max_concurrency,
             keepalive_timeout=pool.keepalive_timeout,
             shutdown_time_limit=pool.process_model.shutdown_time_limit,
             startup_time_limit=pool.process_model.startup_time_limit,

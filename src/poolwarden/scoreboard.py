@@ -24,13 +24,22 @@ write under a later counter, fails the check and is read again. What a
 reader may still see on a weakly ordered CPU: the phase word (phase and
 status), the served count and a WebSocket's two message counts are single
 aligned 4-byte words, each always a value some store wrote, but any of them
-may be seen a moment before or after the rest of the slot. A dead worker's board (`final`) is exact: its stores were
-all visible once it exited.
+may be seen a moment before or after the rest of the slot. A dead worker's
+board (`final`) is exact: its stores were all visible once it exited.
+
+The header's `settled` word counts the connections dispatched to the worker
+that no longer wait to be taken up: their first request entered the app (its
+slot is busy from then on), or they were closed or handed back before it.
+The master counts what it dispatched; the difference is the connections
+handed over and not yet started, which a busy count cannot see. With the
+slots that are busy, that is what the worker has in use (`in_use`). An idle
+keep-alive connection counts for nothing, as it holds no thread.
 
 The memory belongs to the master, so it outlives a worker that crashes in the
 middle of a request, which is the point.
 
 ```
+ header: magic | slots | pid | settled
  slot: seq | crc | phase,status | served | conn_id started method path client thread | in | out
        word  word  word           word     the request fields (the CRC covers them)   word word
 ```
@@ -99,6 +108,8 @@ _MESSAGES_AT = 4 + 4 + _BODY.size
 SLOT_SIZE = _MESSAGES_AT + _MESSAGES.size  # seq, crc of the fields, body, messages
 assert SLOT_SIZE % 4 == 0, "every slot's counter must be 4-byte aligned"
 _HEADER = struct.Struct("<IIQ")  # magic, slot count, pid
+_SETTLED_WORD = _HEADER.size >> 2
+"""The header word counting settled connections (one aligned 4-byte store)."""
 HEADER_SIZE = 64
 MAGIC = 0x50574B31  # "PWK1"
 READ_ATTEMPTS = 100
@@ -150,6 +161,7 @@ class Scoreboard:
         self.owner = owner
         self._map = mmap.mmap(fd, size_for(slots))
         self._seqs = memoryview(self._map).cast("I")
+        self._settle_lock = threading.Lock()
 
     @classmethod
     def create(cls, slots: int, name: str = "poolwarden-scoreboard") -> Scoreboard:
@@ -256,6 +268,26 @@ class Scoreboard:
         first = (HEADER_SIZE >> 2) + 3
         step = SLOT_SIZE >> 2
         return sum(words[first + index * step] for index in range(self.slots))
+
+    def settle(self) -> None:
+        """(Worker side.) One dispatched connection was taken up: its first
+        request is in its slot already, or it ended without one. Serving
+        threads call this, hence the lock around the read-modify-write."""
+        with self._settle_lock:
+            words = self._seqs
+            words[_SETTLED_WORD] = (words[_SETTLED_WORD] + 1) & _SEQ_MASK
+
+    def settled(self) -> int:
+        """(Master side.) Connections settled so far, modulo 2**32."""
+        return int(self._seqs[_SETTLED_WORD])
+
+    def in_use(self, dispatched: int) -> int:
+        """Connections the worker has in use, `dispatched` of them handed to
+        it so far: those not taken up yet, and the requests in its slots.
+        `settled` is read first: a connection settling between the two reads
+        is then counted twice for a moment, never missed."""
+        waiting = (dispatched - self.settled()) & _SEQ_MASK
+        return waiting + self.busy_count()
 
     def close(self) -> None:
         self._seqs.release()

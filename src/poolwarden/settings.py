@@ -17,7 +17,7 @@ from poolwarden.http.limits import HeadLimits
 
 Interface = Literal["auto", "wsgi", "asgi"]
 AccessLogFormat = Literal["combined", "json"]
-StartupFailureAction = Literal["exit", "serve"]
+StartupFailureAction = Literal["exit", "exit-now", "serve"]
 StartMode = Literal["on_demand", "always_running"]
 
 DEFAULT_STATE_DIR = ".poolwarden"
@@ -43,6 +43,10 @@ class PoolSettings(msgspec.Struct, frozen=True):
     env: dict[str, str] = {}
     queue_length: int = 1000
     """Connections waiting for a worker before 503 queue_full; IIS's queueLength."""
+    max_concurrency: int = 0
+    """Connections one ASGI worker has in use at most (uvicorn's
+    `--limit-concurrency`); past it a connection waits in the pool's queue.
+    0: no limit."""
     keepalive_timeout: float = 75.0
     """Idle keep-alive seconds; longer than common balancers' 60 s, so the
     server never closes a connection a balancer is about to reuse."""
@@ -167,8 +171,10 @@ class ServerSettings(msgspec.Struct, frozen=True):
     backlog: int = 2048
     """Listen backlog; gunicorn uses 2048 as well."""
     on_startup_failure: StartupFailureAction = "exit"
-    """`exit`: fail fast when the app cannot start before anything was served
-    (a terminal, a container's restart policy); `serve`: keep answering 503."""
+    """`exit`: when the app cannot start before anything was served, retry with
+    the back-off up to rapid-fail protection's limit, then exit 3 (a terminal, a
+    container's restart policy); `exit-now`: exit 3 at the first failure;
+    `serve`: keep answering 503."""
     log_level: str = "info"
     dev_mode: bool = False
     events_stdout: bool = False

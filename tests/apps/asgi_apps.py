@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from typing import Any
+from urllib.parse import parse_qs
 
 Scope = dict[str, Any]
 Receive = Any
@@ -190,6 +191,19 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             name, value = (b"x-note\r\nset-cookie: evil=1", b"a")
         await send({"type": "http.response.start", "status": 200, "headers": [(name, value)]})
         await send({"type": "http.response.body", "body": b"smuggled\n"})
+    elif path == "/custom":
+        # The response headers the query asks for, as `hn`/`hv` pairs.
+        params = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        pairs = zip(params.get("hn", []), params.get("hv", []), strict=True)
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain"), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"custom\n"})
     elif path == "/error":
         raise RuntimeError("the app failed on purpose")
     elif path == "/noresponse":

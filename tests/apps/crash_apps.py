@@ -41,6 +41,10 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         thread.join()
     if path == "/fatal":
         raise Fatal("the app raised a BaseException")
+    if path == "/allocate":
+        # Touch every page, so the memory is really charged to the worker.
+        hoard = [bytearray(1 << 20) for _ in range(int(query.get("mib", "1024")))]
+        del hoard
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -16,7 +17,7 @@ def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
     anything else answers who served it."""
     query = {key: values[0] for key, values in parse_qs(environ["QUERY_STRING"]).items()}
     if environ["PATH_INFO"].endswith("/hold"):
-        Path(query["started"]).touch()
+        Path(query["started"]).write_text(str(os.getpid()))
         deadline = time.monotonic() + 15.0
         while not os.path.exists(query["until"]) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -37,8 +38,16 @@ def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
 
 
 async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """`/hold?started=F&until=G` waits (bounded, without blocking the loop)
+    like the WSGI app's; anything else answers who served it."""
     if scope["type"] != "http":
         return
+    if scope["path"].endswith("/hold"):
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        Path(query["started"]).write_text(str(os.getpid()))
+        deadline = time.monotonic() + 15.0
+        while not os.path.exists(query["until"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
     body = json.dumps(
         {
             "pool": os.environ.get("POOL_LABEL", ""),

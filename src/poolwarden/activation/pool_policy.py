@@ -182,6 +182,14 @@ class RecycleRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerSignalled:
+    """A worker got SIGTERM from outside (`kill PID`, `docker stop`, systemd)
+    and said so: it drains now, and is replaced unless the pool is stopping."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
 class SettingsChanged:
     """A reload changed the pool's settings (a started pool is recycled by the driver)."""
 
@@ -300,6 +308,7 @@ Event = (
     | Stop
     | StopNow
     | RecycleRequested
+    | WorkerSignalled
     | SettingsChanged
     | DebugArmed
     | WorkerSpawned
@@ -523,6 +532,8 @@ class PoolMachine:
                 return self._stop_now()
             case RecycleRequested():
                 return self._recycle(event)
+            case WorkerSignalled(id=id):
+                return self._signalled(id)
             case SettingsChanged():
                 if self.state is not PoolState.STARTUP_FAILED:
                     return []
@@ -658,6 +669,20 @@ class PoolMachine:
             return [*actions, *self.roster.drain(old[0], "recycle")]
         return [*actions, *self._spawn(len(old))]
 
+    def _signalled(self, id: int) -> list[Action]:
+        """Out of service at once (it was asked to go, and goes whatever the
+        pool says); a started pool replaces it as a recycle does, overlapped
+        or not, and its end is planned: no failure."""
+        view = self.workers.get(id)
+        if view is None or view.phase not in (WorkerPhase.STARTING, WorkerPhase.READY):
+            return []  # already draining (a stop, a recycle) or gone
+        actions: list[Action] = []
+        if self.state is PoolState.STARTED and not view.retiring:
+            actions += self.roster.recycle([id])
+            if self.config.overlapping:
+                actions += self._spawn(1)
+        return [*actions, *self.roster.drain(id, "signal")]
+
     def _debug_armed(self, event: DebugArmed) -> list[Action]:
         """An always-running pool gets its debugged worker now: it replaces
         the oldest Ready worker (a one-worker recycle), or starts if none
@@ -724,12 +749,14 @@ class PoolMachine:
 
     def _count_failure(self, now: float) -> list[Action]:
         """One more failure in the rapid-fail window; a full window disables
-        the pool (once: a failure while disabled is counted, nothing more)."""
+        the pool (once: a failure while disabled is counted, nothing more).
+        A pool that is stopping is not disabled: its stop goes on to the end,
+        rather than waiting for the kill timer that a disable would leave."""
         self.last_failure_at = now  # an on-demand pool's back-off runs from here
         verdict = record_failure(self.failures, self.config.rapid_fail, now)
         self.failures = verdict.window
         actions: list[Action] = [FailureCounted(verdict.count)]
-        if verdict.disable and self.state is not PoolState.DISABLED:
+        if verdict.disable and self.state in (PoolState.STARTED, PoolState.STARTUP_FAILED):
             actions += self._disable(verdict.count)
         return actions
 

@@ -2,7 +2,7 @@
 its start-up took too long.
 
 ```
- WorkerProcess (driver, master/worker_process.py)        WorkerHealth (this module)
+ HealthTimer (driver, master/health_timer.py)           WorkerHealth (this module)
    spawned(now) ready(now) pong(seq) debugged()    ─▶     phase, the ping outstanding,
    draining() ended(), and tick(now) at `deadline`        three deadlines (start-up,
    ◀── SendPing(seq) | DeclareHung(seq) | StartupTimedOut       next ping, hang)

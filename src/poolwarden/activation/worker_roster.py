@@ -38,7 +38,7 @@ class WorkerPhase(enum.Enum):
     """Reaped (`WorkerEnded`), not yet forgotten (`WorkerExited`)."""
 
 
-EndReason = Literal["recycle", "idle", "drain", "administrator", "shutdown"]
+EndReason = Literal["recycle", "idle", "drain", "administrator", "shutdown", "signal"]
 """Why the pool asks a worker to end (a subset of the event log's `EndedBy`)."""
 
 

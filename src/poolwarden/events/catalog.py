@@ -290,10 +290,12 @@ _ENTRIES: tuple[EventType, ...] = (
         category="worker",
         title="A worker was killed by the kernel's OOM killer",
         meaning="The worker was killed with SIGKILL and the kernel says its OOM killer did "
-        "it: the cgroup's `memory.events` `oom_kill` count went up, or the kernel log "
-        "names the process. poolwarden writes this event only with that evidence; a "
-        "SIGKILL without it is 5009 'from outside'. The details give the worker's last "
-        "memory sample and the requests in flight. Counts toward rapid-fail protection.",
+        "it: the `oom_kill` count of the worker's own memory cgroup went up (cgroup v2 "
+        "`memory.events`, v1 `memory.oom_control`), or the kernel log (`/dev/kmsg`) names "
+        "the process. poolwarden writes this event only with that evidence; a SIGKILL "
+        "without it is 5009 'from outside'. The details give the evidence "
+        "(`oom_evidence`), the worker's last memory sample and the requests in flight. "
+        "Counts toward rapid-fail protection.",
         causes=(
             "The app's memory grows with traffic or leaks until the container's or host's limit.",
             "A single request loads too much into memory (a large upload, an unbounded query).",

@@ -25,12 +25,14 @@ ended the process; "poolwarden's" means `sig in signals_sent`):
 | 7 | ended_by = memory_hard_limit                          | 2026  | poolwarden                   | no     |
 | 7b| ended_by = request_timeout (action `kill`)            | 2040  | poolwarden                   | no     |
 | 8 | asked to end; exit 0 or poolwarden's SIGTERM          | 2023  | poolwarden (the reason)      | no     |
+| 8b| ended_by = signal (SIGTERM from outside), drained     | 2023  | poolwarden (SIGTERM from outside) | no |
 | 9 | asked to end; poolwarden's SIGKILL or SIGABRT         | 5013  | poolwarden (time limit)      | no     |
 | 10| not asked, never ready, ended by itself               | 2022  | the worker itself            | yes    |
 | 11| anything else                                         | 5009  | itself / another process     | if not asked |
 
 "Asked to end" is `ended_by` in recycle, shutdown, idle, drain,
-administrator: a worker that dies some other way while draining is still
+administrator, signal (a SIGTERM from outside the worker reported before it
+drained): a worker that dies some other way while draining is still
 5009 (or 2024), with the reason in the message, but does not count toward
 rapid-fail protection: planned work must never stop a pool.
 
@@ -75,10 +77,14 @@ EndedBy = Literal[
     "memory_hard_limit",
     "request_timeout",
     "orphan_reaped",
+    "signal",
 ]
-"""Why poolwarden asked (or forced) a worker to end."""
+"""Why poolwarden asked (or forced) a worker to end; "signal": the worker
+got SIGTERM from outside, told the master, and was drained."""
 
-PLANNED: frozenset[str] = frozenset({"recycle", "shutdown", "idle", "drain", "administrator"})
+PLANNED: frozenset[str] = frozenset(
+    {"recycle", "shutdown", "idle", "drain", "administrator", "signal"}
+)
 """Endings poolwarden asked for that are not failures (the worker is drained)."""
 
 REASONS: dict[str, str] = {
@@ -92,6 +98,7 @@ REASONS: dict[str, str] = {
     "memory_hard_limit": "memory hard limit",
     "request_timeout": "a request past request_timeout",
     "orphan_reaped": "an orphan reaped",
+    "signal": "SIGTERM from outside; drained",
 }
 """How each `ended_by` reads in a message: `ended by poolwarden (recycle)`."""
 
@@ -153,6 +160,9 @@ class WorkerEnd(msgspec.Struct, frozen=True, kw_only=True):
     """The faulthandler crash file's text."""
     oom_killed: bool | None = None
     """True: the kernel says its OOM killer killed it; False: it says not; None: unknown."""
+    oom_evidence: str | None = None
+    """What `oom_killed` rests on: `cgroup v2 .../memory.events: oom_kill 0 -> 1`,
+    or `kernel log: Killed process 4242 (python3)`."""
     last_rss: int | None = None
     uptime: float = 0.0
     requests_served: int = 0
@@ -520,6 +530,7 @@ class _Ending:
             "requests_served": end.requests_served,
             "last_rss": end.last_rss,
             "oom_killed": end.oom_killed,
+            "oom_evidence": end.oom_evidence,
             "in_flight": [dict(request) for request in end.in_flight],
             "stdout_tail": _tail(end.stdout_tail),
             "stderr_tail": _tail(end.stderr_tail),

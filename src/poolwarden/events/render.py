@@ -5,7 +5,7 @@ the app's files through `source` (a lookup the caller may replace; the
 default reads with `linecache`), the analog of IIS's symbols: a crash dump
 or a traceback shows the line of code of each frame when the file is there.
 
-Plain text, no rich: the CLI adds colour (`poolwarden.events_cli`); the
+Plain text, no rich: the CLI adds colour (`poolwarden.cli.events`); the
 master may use the same text (dev mode's error page) without importing rich.
 """
 

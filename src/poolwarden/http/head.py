@@ -8,6 +8,9 @@ answered by the front end and never reach (or crash) a worker.
 The parser is llhttp (through httptools) in its strict mode: it refuses
 conflicting `Content-Length` and `Transfer-Encoding`, duplicate
 `Content-Length`, and bad tokens, which is what request smuggling relies on.
+Where llhttp and RFC 9110/9112 part, the rules of `http.rules`,
+`http.methods` and `http.fields` apply here as in the workers, so that a
+head gets the same answer first on a connection or later.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from dataclasses import dataclass, field
 
 import httptools
 
+from poolwarden.http.fields import field_value
 from poolwarden.http.limits import HeadLimits
+from poolwarden.http.methods import stand_in_method
+from poolwarden.http.rules import Refusal, request_parser, request_verdict
 
 HEAD_END = b"\r\n\r\n"
 
@@ -49,7 +55,15 @@ class RequestHead:
 class _HeadCollector:
     """httptools callbacks that keep the head and ignore any body bytes."""
 
-    __slots__ = ("complete", "header_count", "headers", "host", "limits", "url")
+    __slots__ = (
+        "complete",
+        "header_count",
+        "headers",
+        "host",
+        "limits",
+        "transfer_coded",
+        "url",
+    )
 
     def __init__(self, limits: HeadLimits) -> None:
         self.limits = limits
@@ -57,6 +71,7 @@ class _HeadCollector:
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_count = 0
         self.host: bytes | None = None
+        self.transfer_coded = False
         self.complete = False
 
     def on_url(self, url: bytes) -> None:
@@ -70,12 +85,15 @@ class _HeadCollector:
                 "too_many_headers",
                 f"more than {self.limits.max_header_count} header fields",
             )
+        value = field_value(value)
         self.headers.append((name, value))
         if len(name) == 4 and name.lower() == b"host":
             if self.host is not None:
                 # Two hosts let a proxy and the app disagree on the target.
                 raise HeadError(400, "bad_request", "more than one Host header")
             self.host = value
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            self.transfer_coded = True
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -113,10 +131,11 @@ def parse_head(buffer: bytes, head_end: int, limits: HeadLimits) -> RequestHead:
         raise HeadError(414, "url_too_long", "request line longer than the limit")
     if head_end > limits.max_head_bytes:
         raise HeadError(431, "head_too_large", "request head larger than the limit")
+    head, method = _with_stand_in(buffer[:head_end])
     collector = _HeadCollector(limits)
-    parser = httptools.HttpRequestParser(collector)
+    parser = request_parser(collector)
     try:
-        parser.feed_data(buffer[:head_end])
+        parser.feed_data(head)
     except httptools.HttpParserCallbackError as error:
         cause = error.__context__
         if isinstance(cause, HeadError):
@@ -129,7 +148,13 @@ def parse_head(buffer: bytes, head_end: int, limits: HeadLimits) -> RequestHead:
         raise HeadError(400, "bad_request", str(error)) from None
     if not collector.complete:
         raise HeadError(400, "bad_request", "incomplete request head")
-    version = parser.get_http_version()
+    if method is None:
+        method = parser.get_method()
+    version = request_verdict(
+        method, parser.get_http_version(), collector.url, collector.transfer_coded
+    )
+    if isinstance(version, Refusal):
+        raise HeadError(*version)
     if version == "1.1" and collector.host is None:
         raise HeadError(400, "bad_request", "HTTP/1.1 request without a Host header")
     try:
@@ -137,7 +162,7 @@ def parse_head(buffer: bytes, head_end: int, limits: HeadLimits) -> RequestHead:
     except httptools.HttpParserInvalidURLError:
         raise HeadError(400, "bad_request", "invalid request target") from None
     return RequestHead(
-        method=parser.get_method().decode("ascii"),
+        method=method.decode("ascii"),
         target=collector.url,
         path=url.path or b"/",
         query=url.query or b"",
@@ -147,3 +172,22 @@ def parse_head(buffer: bytes, head_end: int, limits: HeadLimits) -> RequestHead:
         headers=collector.headers,
         head_length=head_end,
     )
+
+
+def _with_stand_in(head: bytes) -> tuple[bytes, bytes | None]:
+    """`head` as llhttp is given it, and its method if llhttp gets a stand-in.
+
+    llhttp refuses extension methods it has no name for (`http.methods`).
+    Empty lines before the request line are dropped, as llhttp drops them.
+    """
+    start = 0
+    while head[start : start + 1] in (b"\r", b"\n"):
+        start += 1
+    space = head.find(b" ", start)
+    if space < 0:
+        return head, None
+    method = head[start:space]
+    stand_in = stand_in_method(method)
+    if stand_in is None:
+        return head, None
+    return stand_in + head[space:], method

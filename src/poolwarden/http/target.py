@@ -8,8 +8,8 @@ from collections.abc import Iterable
 def split_target(url: bytes) -> tuple[bytes, bytes]:
     """(raw path, query) of a request target.
 
-    An absolute-form target (`http://host/path`) keeps its path only; a
-    fragment, which a client should never send, is dropped from the path.
+    An absolute-form target (`http://host/path`) keeps its path only. A
+    target with a fragment never gets here: `http.rules` refuses it.
     """
     query_at = url.find(b"?")
     if query_at >= 0:
@@ -20,9 +20,6 @@ def split_target(url: bytes) -> tuple[bytes, bytes]:
         scheme_end = raw_path.find(b"://")
         slash = raw_path.find(b"/", scheme_end + 3 if scheme_end >= 0 else 0)
         raw_path = raw_path[slash:] if slash >= 0 else b"/"
-    hash_at = raw_path.find(b"#")
-    if hash_at >= 0:
-        raw_path = raw_path[:hash_at]
     return raw_path, query
 
 

@@ -1,7 +1,10 @@
-"""Parsing `--bind` values and opening the listening sockets.
+"""Opening the listening sockets of the `--bind` values and site bindings.
 
 Binding happens before any worker starts, so a taken port is reported at
-once, with the address, and nothing is left running.
+once, with the address, and nothing is left running. What a value means is
+`poolwarden.bind_address.parse_bind`'s to say (the configuration checks it
+with no master around); a value that does not parse, or a socket that
+cannot be opened, is a `BindError` either way.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import socket
 import stat
 from dataclasses import dataclass
 
-
-class BindError(Exception):
-    """A binding that could not be opened; the message says which and why."""
+# One error for a value that does not parse and a socket that cannot be opened:
+# the master catches both as `poolwarden.master.binding.BindError`.
+from poolwarden.bind_address import BindError as BindError
+from poolwarden.bind_address import parse_bind
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +43,6 @@ class Listener:
             return f"unix:{self.unix_path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
-
-
-def parse_bind(text: str) -> tuple[str, str | int]:
-    """(`unix`, path) or (host, port) for `HOST:PORT`, `[V6]:PORT`, `:PORT`, `PORT`."""
-    if text.startswith("unix:"):
-        path = text[5:]
-        if not path:
-            raise BindError(f"bind {text!r}: a unix socket needs a path")
-        return "unix", path
-    host, _, port_text = text.rpartition(":")
-    if not _:
-        host, port_text = "127.0.0.1", text
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise BindError(f"bind {text!r}: expected HOST:PORT or unix:PATH") from None
-    if not 0 <= port <= 65535:
-        raise BindError(f"bind {text!r}: port {port} is out of range")
-    return host or "0.0.0.0", port
 
 
 def open_listener(text: str, backlog: int) -> Listener:

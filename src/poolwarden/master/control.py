@@ -120,7 +120,9 @@ class ControlTarget(Protocol):
 
     def workers(self, pool: str | None) -> list[dict[str, Any]]:
         """Each: pid, pool, state, started_at, uptime (s), requests_served,
-        active_requests, rss (bytes|None), cpu_percent (float|None)."""
+        active_requests, connections_in_use (handed to it and not yet
+        started, or in the app), capacity (int|None: no limit),
+        loop_blocked, rss (bytes|None), cpu_percent (float|None)."""
         ...
 
     def debug_startup(

@@ -82,7 +82,7 @@ class HealthPath:
 class PendingHead:
     """A connection whose first head has not fully arrived yet."""
 
-    __slots__ = ("buffer", "listener", "peer", "sock", "timer")
+    __slots__ = ("buffer", "kept_alive", "listener", "peer", "sock", "timer")
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int], listener: Listener) -> None:
         self.sock = sock
@@ -90,6 +90,9 @@ class PendingHead:
         self.listener = listener
         self.buffer = b""
         self.timer: asyncio.TimerHandle | None = None
+        self.kept_alive = False
+        """A keep-alive connection a draining worker handed back idle: its
+        client owes no request, so silence ends it without a 408."""
 
 
 class FrontEnd:
@@ -150,6 +153,7 @@ class FrontEnd:
             return
         pending = PendingHead(sock, peer, listener)
         pending.buffer = buffered
+        pending.kept_alive = not buffered
         self._examine(pending)
 
     def _on_accept(self, listener: Listener) -> None:
@@ -219,6 +223,9 @@ class FrontEnd:
         fd = pending.sock.fileno()
         self.loop.remove_reader(fd)
         self.pending.pop(fd, None)
+        if pending.kept_alive and not pending.buffer:
+            pending.sock.close()  # an idle keep-alive connection ends quietly
+            return
         self._answer(pending, 408, "head_timeout", "the request head did not arrive in time.")
 
     def _answer(

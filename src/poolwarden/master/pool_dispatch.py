@@ -11,9 +11,12 @@ pool's bounded queue, or a 503 the master answers itself.
    a 503 ─▶ answer_and_close(sock), and the pool's `on_refused` (the front-end log)
 ```
 
-A connection goes to the Ready worker with the fewest requests in flight
-(read from the scoreboard); while no worker is Ready, or every thread of
-every WSGI worker is busy, it waits in the pool's queue (IIS's per-pool
+A connection goes to the Ready worker with the fewest connections in use:
+handed to it and not taken up yet (the master's count of dispatches less the
+scoreboard's `settled`), or with a request in the app (the scoreboard's busy
+slots). While no worker is Ready, or every worker has as many in use as it
+may have (a WSGI worker's threads, an ASGI worker's `max_concurrency`), or
+its event loop is blocked (`LoopStall`), it waits in the pool's queue (IIS's per-pool
 `queueLength`), and past the bound it is answered `503 queue_full`. What a
 connection no worker can take gets is decided by the pool's
 `PoolMachine`; the Dispatcher performs it on the socket. It reads the pool's
@@ -96,7 +99,7 @@ class Dispatcher:
                 if pool.settings.processes > 1:
                     self._grow_if_busy()
                 return
-            if worker is not None:
+            if worker is not None or self._any_ready():
                 self._grow_if_busy()
                 all_busy = True  # it waits in the queue
         arrived = policy.RequestArrived(len(self.queue), all_busy, time.monotonic())
@@ -112,27 +115,36 @@ class Dispatcher:
 
     def _grow_if_busy(self) -> None:
         """A web garden grows on demand: another worker when every worker has
-        as many requests in flight as it has threads."""
+        as many connections in use as it has threads (an ASGI worker: its
+        `max_concurrency`, else `threads` requests in flight), or has its
+        event loop blocked."""
         pool = self.pool
         if not pool.machine.may_grow:
             return
-        capacity = pool.settings.threads
-        if all(worker.busy_count() >= capacity for worker in self.serving_workers):
+        threads = pool.settings.threads
+        if all(
+            worker.loop_blocked or worker.in_use() >= (worker.capacity or threads)
+            for worker in self.serving_workers
+        ):
             log.info("pool %s: every worker is busy; starting another", pool.name)
             pool.lifecycle.apply(pool.machine.handle(policy.AllBusy()))
 
+    def _any_ready(self) -> bool:
+        return any(worker.state is WorkerState.READY for worker in self.pool.workers)
+
     def _least_busy(self) -> WorkerProcess | None:
-        """The Ready worker with the fewest connections.
+        """The Ready worker with the fewest connections in use.
 
         The search starts one worker further on each time, so that ties go
         round: under light load every connection would otherwise land on
-        the first worker, and the others would sit idle and cold.
+        the first worker, and the others would sit idle and cold. A worker
+        whose event loop is blocked takes nothing until it runs again.
         """
         workers = self.pool.workers
         count = len(workers)
         if count == 1:
             only = workers[0]
-            return only if only.state is WorkerState.READY else None
+            return only if only.state is WorkerState.READY and not only.loop_blocked else None
         if not count:
             return None
         self._turn = turn = (self._turn + 1) % count
@@ -141,21 +153,25 @@ class Dispatcher:
         fallback = None
         for step in range(count):
             worker = workers[(turn + step) % count]
-            if worker.state is not WorkerState.READY:
+            if worker.state is not WorkerState.READY or worker.loop_blocked:
                 continue
             if worker.retiring or worker.debug_address is not None:
                 fallback = fallback or worker  # draining, or stopped in a debugger
                 continue
-            load = (worker.busy_count(), worker.load)
+            load = (worker.in_use(), worker.load)
             if best is None or load < best_load:
                 best, best_load = worker, load
         return best or fallback
 
     def _at_capacity(self, worker: WorkerProcess) -> bool:
-        """A WSGI worker whose every thread has a request: a new connection
-        waits in the pool's queue (IIS's HTTP.SYS queue) rather than in the
-        worker. An ASGI worker takes what comes."""
-        return worker.interface == "wsgi" and worker.busy_count() >= self.pool.settings.threads
+        """A worker with as many connections in use as it may have (a WSGI
+        worker's threads, an ASGI worker's `max_concurrency`): a new
+        connection waits in the pool's queue (IIS's HTTP.SYS queue) rather
+        than in the worker. A connection counts from its dispatch, not from
+        when its request starts, so a burst cannot overfill a worker before
+        the worker has taken any of it up."""
+        capacity = worker.capacity
+        return capacity is not None and worker.in_use() >= capacity
 
     def flush_queue(self) -> None:
         """Hand waiting connections to workers that can take them (a worker
@@ -168,13 +184,32 @@ class Dispatcher:
             if worker is None:
                 return
             if self._at_capacity(worker):
-                # Workers do not report each finished request; look again
-                # shortly while connections wait.
+                # Workers do not report each finished request (it shows in
+                # the scoreboard); look again shortly while connections wait,
+                # and start another worker if the garden may grow.
+                self._grow_if_busy()
                 self._flush_timer = self.pool.loop.call_later(QUEUE_RECHECK, self.flush_queue)
                 return
             waiting = self.queue.popleft()
             self.dispatched += 1
             worker.dispatch(waiting.sock, waiting.message)
+
+    def loop_stalled(self, worker: WorkerProcess) -> None:
+        """A worker's event loop is blocked (it takes nothing until it runs
+        again: another worker may start for what comes), or runs again (what
+        waits in the queue may go to it)."""
+        pool = self.pool
+        if worker.loop_blocked:
+            log.warning(
+                "pool %s: worker %d: its event loop is blocked; it takes no new connection",
+                pool.name,
+                worker.pid,
+            )
+            if pool.state is PoolState.STARTED:
+                self._grow_if_busy()
+        else:
+            log.info("pool %s: worker %d: its event loop runs again", pool.name, worker.pid)
+            self.flush_queue()
 
     def refuse_queue(self, reason: policy.RefusalReason) -> None:
         """Answer every waiting connection 503 with `reason`."""

@@ -179,7 +179,10 @@ class Lifecycle:
             on_thread_failed=reports.thread_failed,
             on_orphaned=reports.orphaned,
             on_loop_lag=pool.request_watch.loop_lagged,
+            on_loop_stall=pool.dispatcher.loop_stalled,
             on_debugged=reports.debugged,
+            on_recycle_request=reports.recycle_requested,
+            on_redispatch=pool.dispatch,
         )
         if armed is not None and armed.wrapper and not armed.adapter:
             # A worker under a debugger's wrapper runs slowly or stops at

@@ -92,7 +92,7 @@ class Recycler:
                 f"worker {worker.pid} of pool {pool.name!r} is recycled: {reason}",
                 pool=pool.name,
                 pid=worker.pid,
-                details={"reason": kind, "why": reason},
+                details={"reason": kind, "why": reason, "served": worker.scoreboard.served()},
             )
 
     def check(self, now: float) -> list[WorkerProcess]:

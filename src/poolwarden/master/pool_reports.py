@@ -157,6 +157,32 @@ class WorkerReports:
         pool.lifecycle.apply(actions, worker=worker, evidence=(message, {"reason": reason}, seq))
         return seq
 
+    def recycle_requested(self, worker: WorkerProcess, message: ch.RecycleRequest) -> None:
+        """The worker asks to be replaced. At its request limit it serves on
+        until its replacement is Ready (an overlapped recycle, 5075), so the
+        limit is kept to within what arrives while the replacement starts.
+        After a SIGTERM from outside it is drained now, whatever the pool's
+        state: it was told to go by someone with the right to."""
+        pool = self.pool
+        if message.reason == "requests":
+            if pool.state is PoolState.STARTED and not worker.retiring:
+                pool.recycler.recycle_worker(
+                    worker,
+                    f"it served {message.served} requests (its limit: {worker.request_limit})",
+                    "requests",
+                    catalog.RECYCLE_REQUESTS,
+                )
+            return
+        log.warning(
+            "pool %s: worker %d got %s from outside; draining it%s",
+            pool.name,
+            worker.pid,
+            message.reason,
+            " and starting a replacement" if pool.state is PoolState.STARTED else "",
+        )
+        pool.last_event = f"worker {worker.pid} got {message.reason} from outside"
+        pool.lifecycle.apply(pool.machine.handle(policy.WorkerSignalled(worker.pid)))
+
     def exited(self, worker: WorkerProcess) -> None:
         pool = self.pool
         if worker in pool.orphans:

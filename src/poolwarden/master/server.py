@@ -6,9 +6,11 @@ and exits, to the control API, and to signals. Signal handlers only record
 what was asked; the loop does the work.
 
 ```
- SIGTERM/SIGINT ─▶ shutdown    SIGHUP ─▶ reload the config file
- control.sock ───▶ ControlTarget methods (pools, workers, requests, stacks, reload)
- listeners ──────▶ FrontEnd ──route──▶ Pool ──▶ WorkerProcess
+ SIGTERM/SIGINT ─▶ Shutdown (shutdown.py)    SIGHUP ─▶ reload the config file (reload.py)
+ control.sock ───▶ ControlAdapter ─▶ Master: pools, debugging, reload
+                                    └▶ WorkersView (workers_view.py): workers, requests, stacks
+ ListenerSet (listeners.py) ─▶ FrontEnd ──route──▶ Pool ──▶ WorkerProcess
+ timers: recycle limits and idleness (Pool.check_workers), RSS (ResourceMeter), event log pruning
 ```
 
 Shutdown: SIGTERM or SIGINT stops accepting, answers half-read heads, lets
@@ -28,22 +30,18 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 import time
 from typing import Any
 
-import msgspec
-import psutil
-
 from poolwarden import __version__
 from poolwarden import channel as ch
-from poolwarden.config import Config, ConfigError, diff_pools, format_issues, load_config
+from poolwarden.config import Config, ConfigError
 from poolwarden.events import catalog
 from poolwarden.http.head import RequestHead
 from poolwarden.master import core_dumps
-from poolwarden.master.binding import BindError, Listener, close_listener, open_listener
+from poolwarden.master.binding import BindError, Listener
 from poolwarden.master.control import (
     ControlServer,
     ControlSocketError,
@@ -55,34 +53,23 @@ from poolwarden.master.event_log import PRUNE_EVERY, EventLog
 from poolwarden.master.frontend import FrontEnd, HealthPath, Route
 from poolwarden.master.frontend_log import FrontEndLog
 from poolwarden.master.health import Readiness, facts_of, judge
-from poolwarden.master.pool import Pool, PoolState, StopReason
-from poolwarden.master.worker_process import WorkerProcess
+from poolwarden.master.listeners import ListenerSet
+from poolwarden.master.pool import Pool, StopReason
+from poolwarden.master.reload import apply_pool_changes, read_new_config, report_reload
+from poolwarden.master.resources import ResourceMeter
+from poolwarden.master.shutdown import EXIT_APP_FAILED, EXIT_ERROR, Shutdown
+from poolwarden.master.startup_retries import StartupRetries
+from poolwarden.master.workers_view import WorkersView
 from poolwarden.routing import RoutingTable
-from poolwarden.scoreboard import Phase
 from poolwarden.settings import PoolSettings, ServerSettings
-from poolwarden.stacks import TASKS_BLOCKED_NOTE, TaskStack, ThreadStack, render_worker
 
 log = logging.getLogger("poolwarden")
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_APP_FAILED = 3
-"""`poolwarden run` exits with this when the app cannot start (fail fast)."""
 
 FRONT_END_LOG = "frontend.log"
 CHECK_EVERY = 1.0
 """Seconds between looks at every worker's recycle limits and idleness."""
 RSS_SAMPLE_EVERY = 2.0
 """Seconds between samples of every worker's RSS."""
-
-
-def private_memory(pid: int) -> int | None:
-    """A process's USS: what it alone holds (costlier to read than RSS)."""
-    try:
-        uss: int = psutil.Process(pid).memory_full_info().uss
-    except psutil.Error:
-        return None
-    return uss
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -114,13 +101,30 @@ class Master:
         self.config_path = config_path
         self.table: RoutingTable | None = config.routing_table() if config else None
         self.pools: dict[str, Pool] = {}
-        self.listeners: list[Listener] = []
-        self.exit_code = EXIT_OK
-        self.stopping = False
+        self._listeners = ListenerSet(server.backlog)
+        self._shutdown = Shutdown(self.pools, self._listeners)
+        self._startup_retries: dict[str, StartupRetries] = {}
+        """Fail-fast's count of each pool's failed starts (`run`)."""
+        self._meter = ResourceMeter()
+        self.workers_view = WorkersView(self.pools, self._meter)
         self.started_at = time.time()
-        self._interrupts = 0
         self._single_route: Route | None = None
-        self._processes: dict[int, psutil.Process] = {}
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return self._listeners.listeners
+
+    @property
+    def stopping(self) -> bool:
+        return self._shutdown.stopping
+
+    @property
+    def exit_code(self) -> int:
+        return self._shutdown.exit_code
+
+    @exit_code.setter
+    def exit_code(self, code: int) -> None:
+        self._shutdown.exit_code = code
 
     # start and stop
 
@@ -135,12 +139,8 @@ class Master:
             )
             return EXIT_ERROR
         try:
-            self.listeners = [
-                open_listener(text, self.server.backlog) for text in self.server.binds
-            ]
+            self._listeners.open_all(self.server.binds)
         except BindError as error:
-            for listener in self.listeners:
-                close_listener(listener)
             print(f"poolwarden: {error}", file=sys.stderr)
             return EXIT_ERROR
         loop = new_event_loop()
@@ -148,13 +148,11 @@ class Master:
         try:
             return loop.run_until_complete(self._main(loop))
         finally:
-            for listener in self.listeners:
-                close_listener(listener)
+            self._listeners.close_all()
             loop.close()
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> int:
         self.loop = loop
-        self.finished: asyncio.Future[None] = loop.create_future()
         # Workers write the access log straight to the master's stdout.
         self.access_log_fd = os.dup(sys.stdout.fileno())
         self.events = EventLog.open(self.server.state_dir, to_stdout=self.server.events_stdout)
@@ -175,6 +173,7 @@ class Master:
             self.frontend_log,
             self._health_path(self.server.health_path),
         )
+        self.finished = self._shutdown.attach(loop, self.frontend, self.events)
         try:
             control = await self._start_control(loop)
         except ControlSocketInUse as error:
@@ -187,7 +186,7 @@ class Master:
             catalog.SERVER_STARTED,
             f"poolwarden {__version__} started (pid {os.getpid()})",
             details={
-                "bindings": [listener.text for listener in self.listeners],
+                "bindings": self._listeners.texts,
                 "pools": list(self.pools),
                 "config_path": self.config_path,
             },
@@ -197,8 +196,7 @@ class Master:
             loop.call_later(RSS_SAMPLE_EVERY, self._sample_rss),
             loop.call_later(CHECK_EVERY, self._check_workers),
         ]
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        self._shutdown.install_signal_handlers(self.reload_config)
         for pool in list(self.pools.values()):
             pool.start()
         if not self.stopping:  # a pool that cannot spawn at all fails fast
@@ -208,8 +206,7 @@ class Master:
         try:
             await self.finished
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(signum)
+            self._shutdown.remove_signal_handlers()
             if control is not None:
                 control.close()
                 await control.wait_closed()
@@ -233,12 +230,7 @@ class Master:
     def _sample_rss(self) -> None:
         """Every worker's resident memory, kept so that the event of a worker
         killed from outside (or by the OOM killer) can say how big it was."""
-        for pool in self.pools.values():
-            for worker in pool.workers:
-                if worker.returncode is None:
-                    worker.last_rss = self._resources(worker.python_pid)[0]
-                    if pool.settings.recycle_private_memory:
-                        worker.last_uss = private_memory(worker.python_pid)
+        self._meter.sample(self.pools.values())
         self._timers[1] = self.loop.call_later(RSS_SAMPLE_EVERY, self._sample_rss)
 
     def _prune(self) -> None:
@@ -283,48 +275,23 @@ class Master:
             sock, (message.peer_host, message.peer_port), message.binding, message.buffered
         )
 
-    def _on_signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.loop.create_task(self._reload_from_signal())
-            return
-        if signum == signal.SIGINT:
-            self._interrupts += 1
-            if self._interrupts > 1:
-                log.warning("second interrupt: stopping at once")
-                self.exit_code = EXIT_ERROR
-                for pool in self.pools.values():
-                    pool.kill()
-                return
-        self.shutdown()
-        # Said once the listeners are closed, so whoever reads it may rely on that.
-        log.info("received %s: finishing the requests in flight", signal.Signals(signum).name)
-
     def shutdown(self, *, kill: bool = False) -> None:
-        if self.stopping:
-            if kill:
-                for pool in self.pools.values():
-                    pool.kill()
-            return
-        self.stopping = True
-        self.events.emit(catalog.SERVER_STOPPING, "the server is stopping")
-        self.frontend.stop_accepting()
-        self.frontend.abandon_pending()
-        for listener in self.listeners:
-            close_listener(listener)
-        self.listeners = []
-        for pool in list(self.pools.values()):
-            if kill:
-                pool.kill()
-            else:
-                pool.drain(pool.settings.shutdown_time_limit, StopReason.SHUTDOWN)
-        self._maybe_finished()
+        """Stop the server: drain every pool (or kill its workers), then exit."""
+        self._shutdown.begin(kill=kill)
 
     def _on_startup_failure(self, pool: Pool, failure: ch.StartupFailure) -> None:
-        if self.server.on_startup_failure == "exit" and pool.dispatched == 0 and not self.stopping:
-            sys.stderr.write(f"poolwarden: {failure.headline()}\n")
-            if failure.traceback:
-                sys.stderr.write(failure.traceback)
-            sys.stderr.flush()
+        action = self.server.on_startup_failure
+        if action == "serve" or pool.dispatched or self.stopping:
+            return
+        retries = self._startup_retries.get(pool.name)
+        if retries is None:
+            policy = pool.rapid_fail
+            attempts = policy.max_crashes if action == "exit" and policy.enabled else 1
+            retries = self._startup_retries[pool.name] = StartupRetries(max(attempts, 1))
+        verdict = retries.failure(failure)
+        sys.stderr.write("".join(line + "\n" for line in verdict.lines))
+        sys.stderr.flush()
+        if verdict.exit:
             self.exit_code = EXIT_APP_FAILED
             self.shutdown(kill=True)
 
@@ -332,15 +299,7 @@ class Master:
         if pool.stop_reason is StopReason.REMOVED and self.pools.get(pool.name) is pool:
             del self.pools[pool.name]
             log.info("pool %s: removed", pool.name)
-        self._maybe_finished()
-
-    def _maybe_finished(self) -> None:
-        if (
-            self.stopping
-            and all(pool.state is PoolState.STOPPED for pool in self.pools.values())
-            and not self.finished.done()
-        ):
-            self.finished.set_result(None)
+        self._shutdown.pool_stopped()
 
     # routing
 
@@ -366,106 +325,32 @@ class Master:
 
     # reload
 
-    async def _reload_from_signal(self) -> None:
-        try:
-            await self.reload_config()
-        except ConfigError:
-            pass  # logged by reload_config
-        except ValueError as error:
-            log.warning("SIGHUP ignored: %s", error)
-
     async def reload_config(self) -> dict[str, Any]:
-        """Apply the config file again; the running config stays if it is invalid."""
+        """Apply the config file again; the running config stays if it is
+        invalid (`reload.py` says in which order)."""
         if self.config_path is None or self.config is None:
             raise ValueError("this server was started without a config file (poolwarden run)")
         if self.stopping:
             raise ValueError("the server is shutting down")
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as error:
-            log.error(
-                "config reload refused, the running configuration stays:\n%s",
-                format_issues(error.errors),
-            )
-            self.events.emit(
-                catalog.CONFIG_RELOAD_REFUSED,
-                f"config reload refused: {len(error.errors)} error(s) in {self.config_path}",
-                details={"issues": [[i.path, i.message] for i in error.errors]},
-            )
-            raise
+        new = read_new_config(self.config_path, self.events)
         new_server = new.server_settings()
-        opened = self._open_new_listeners(new_server.binds)
-        diff = diff_pools(self.config, new)
-        for name in diff.removed:
-            self.pools[name].drain(
-                self.pools[name].settings.shutdown_time_limit, StopReason.REMOVED
-            )
-        for name in diff.changed:
-            settings = new.pool_settings(name)
-            pool = self.pools[name]
-            if new.pools[name].recycling.on_config_change:
-                pool.update_settings(settings)
-            else:
-                pool.settings = settings  # applies to the next workers started
-        for name in diff.added:
-            pool = self._new_pool(new.pool_settings(name))
-            self.pools[name] = pool
-            pool.start()
+        try:
+            opened = self._listeners.open_new(new_server.binds, self.frontend)
+        except BindError as error:
+            log.error("config reload refused: %s", error)
+            raise ConfigError([], source=self.config_path) from error
+        diff = apply_pool_changes(self.pools, self.config, new, self._new_pool)
         self.table = new.routing_table()
         routes = self.table.to_data()
         for pool in self.pools.values():
             pool.set_routes(routes)
-        self._close_old_listeners(new_server.binds)
+        self._listeners.close_removed(new_server.binds, self.frontend)
         self.frontend.limits = new_server.head_limits
         if new_server.health_path != self.config.server.health_path:
             self.frontend.health = self._health_path(new_server.health_path)
             log.info("health path: %s", new_server.health_path or "none")
         self.config = new
-        result = {
-            "added": diff.added,
-            "removed": diff.removed,
-            "changed": diff.changed,
-            "unchanged": diff.unchanged,
-            "bindings_opened": [listener.text for listener in opened],
-        }
-        self.events.emit(
-            catalog.CONFIG_RELOADED,
-            f"config reloaded: {len(diff.added)} pool(s) added, {len(diff.removed)} removed, "
-            f"{len(diff.changed)} changed",
-            details=result,
-        )
-        log.info(
-            "config reloaded: pools added %s, removed %s, changed %s, unchanged %s",
-            diff.added or "none",
-            diff.removed or "none",
-            diff.changed or "none",
-            diff.unchanged or "none",
-        )
-        return result
-
-    def _open_new_listeners(self, binds: list[str]) -> list[Listener]:
-        current = {listener.text for listener in self.listeners}
-        opened: list[Listener] = []
-        try:
-            for text in binds:
-                if text not in current:
-                    opened.append(open_listener(text, self.server.backlog))
-        except BindError as error:
-            for listener in opened:
-                close_listener(listener)
-            log.error("config reload refused: %s", error)
-            raise ConfigError([], source=self.config_path) from error
-        for listener in opened:
-            self.frontend.add_listener(listener)
-            log.info("listening on %s", listener.url)
-        return opened
-
-    def _close_old_listeners(self, binds: list[str]) -> None:
-        for listener in list(self.listeners):
-            if listener.text not in binds:
-                self.frontend.remove_listener(listener)
-                close_listener(listener)
-                log.info("stopped listening on %s", listener.url)
+        return report_reload(diff, opened, self.events)
 
     # the control API's view of the server (poolwarden.master.control.ControlTarget)
 
@@ -476,7 +361,7 @@ class Master:
             "started_at": self.started_at,
             "state_dir": os.path.abspath(self.server.state_dir),
             "config_path": self.config_path,
-            "bindings": [listener.text for listener in self.listeners],
+            "bindings": self._listeners.texts,
             "draining": self.stopping,
         }
 
@@ -538,137 +423,28 @@ class Master:
     def debug_status(self) -> dict[str, Any]:
         return {"pools": [pool.debug_status() for pool in self.pools.values()]}
 
+    # the workers (workers_view.py)
+
     def attach(self, pid: int) -> dict[str, Any]:
-        for name, pool in self.pools.items():
-            for worker in pool.workers:
-                if worker.pid == pid and worker.returncode is None:
-                    if worker.state.value != "ready":
-                        raise ValueError(f"worker {pid} is {worker.state.value}, not ready")
-                    worker.attach()
-                    return {"pid": pid, "pool": name}
-        raise KeyError(pid)
+        return self.workers_view.attach(pid)
 
     def workers(self, pool: str | None) -> list[dict[str, Any]]:
-        now = time.time()
-        rows = []
-        for name, each in self.pools.items():
-            if pool is not None and name != pool:
-                continue
-            for worker in [*each.workers, *each.orphans]:
-                if worker.returncode is not None:
-                    continue
-                rss, cpu = self._resources(worker.python_pid)
-                rows.append(
-                    {
-                        "pid": worker.pid,
-                        "python_pid": worker.python_pid,
-                        "pool": name,
-                        "state": "retiring" if worker.retiring else worker.state.value,
-                        "started_at": worker.started_wall,
-                        "uptime": now - worker.started_wall,
-                        "requests_served": worker.scoreboard.served(),
-                        "active_requests": worker.busy_count(),
-                        "rss": rss,
-                        "cpu_percent": cpu,
-                    }
-                )
-        return rows
+        return self.workers_view.workers(pool)
 
     def reap_worker(self, pid: int) -> dict[str, Any]:
-        for name, pool in self.pools.items():
-            if any(worker.pid == pid for worker in pool.workers):
-                raise ValueError(
-                    f"worker {pid} of pool {name!r} is serving, not an orphan; "
-                    f"`poolwarden pool recycle {name}` replaces workers"
-                )
-            if pool.reap_orphans(pid):
-                return {"pid": pid, "pool": name, "reaped": True}
-        raise KeyError(pid)
-
-    def _resources(self, pid: int) -> tuple[int | None, float | None]:
-        """RSS and CPU % since the last look (psutil needs two samples)."""
-        try:
-            process = self._processes.get(pid)
-            if process is None:
-                process = self._processes[pid] = psutil.Process(pid)
-            return process.memory_info().rss, process.cpu_percent(interval=None)
-        except psutil.Error:
-            self._processes.pop(pid, None)
-            return None, None
+        return self.workers_view.reap_worker(pid)
 
     def requests(self, pool: str | None, min_elapsed: float) -> list[dict[str, Any]]:
-        now = time.time()
-        rows: list[dict[str, Any]] = []
-        for name, each in self.pools.items():
-            if pool is not None and name != pool:
-                continue
-            for worker in each.workers:
-                if worker.returncode is not None:
-                    continue
-                for slot in worker.scoreboard.busy():
-                    elapsed = max(0.0, now - slot.started)
-                    if elapsed < min_elapsed:
-                        continue
-                    rows.append(
-                        {
-                            "pid": worker.pid,
-                            "pool": name,
-                            "method": slot.method,
-                            "path": slot.path,
-                            "client": slot.client,
-                            "elapsed": elapsed,
-                            "phase": "app" if slot.phase is Phase.APP else "responding",
-                            "status": slot.status or None,
-                        }
-                    )
-        rows.sort(key=lambda row: -row["elapsed"])
-        return rows
+        return self.workers_view.requests(pool, min_elapsed)
+
+    async def worker_stack(self, pid: int) -> dict[str, Any]:
+        return await self.workers_view.worker_stack(pid)
+
+    async def pool_stack(self, name: str) -> dict[str, Any]:
+        return await self.workers_view.pool_stack(name)
 
     def config_dict(self) -> dict[str, Any] | None:
         return self.config.to_dict() if self.config is not None else None
-
-    async def worker_stack(self, pid: int) -> dict[str, Any]:
-        for name, pool in self.pools.items():
-            for worker in pool.workers:
-                if worker.pid == pid and worker.returncode is None:
-                    return await self._stack_of(name, worker)
-        raise KeyError(pid)
-
-    async def pool_stack(self, name: str) -> dict[str, Any]:
-        live = [w for w in self.pools[name].workers if w.pid > 0 and w.returncode is None]
-        answers = await asyncio.gather(*(self._stack_of(name, worker) for worker in live))
-        return {"pool": name, "workers": list(answers)}
-
-    async def _stack_of(self, pool: str, worker: WorkerProcess) -> dict[str, Any]:
-        """One worker's stacks. The thread dump (faulthandler, no GIL needed)
-        and an ASGI worker's task dump (from its loop, 1 s at most) are taken
-        at the same moment, so a blocked loop shows in the threads."""
-        tasks: list[TaskStack] | None = None
-        note = None
-        if worker.interface == "asgi":
-            captured, tasks = await asyncio.gather(worker.capture_stacks(), worker.task_stacks())
-            note = TASKS_BLOCKED_NOTE if tasks is None else None
-        else:
-            captured = await worker.capture_stacks()
-        threads = captured.threads
-        return {
-            "pid": worker.pid,
-            "pool": pool,
-            "interface": worker.interface or None,
-            "via": captured.via,
-            "threads": [_thread_dict(thread) for thread in threads],
-            "tasks": None if tasks is None else [msgspec.to_builtins(task) for task in tasks],
-            "tasks_note": note,
-            "text": render_worker(threads, tasks, note),
-        }
-
-
-def _thread_dict(thread: ThreadStack) -> dict[str, Any]:
-    """A thread as the API shows it: `name` only when it is known."""
-    data: dict[str, Any] = msgspec.to_builtins(thread)
-    if not thread.name:
-        del data["name"]
-    return data
 
 
 class ControlAdapter:

@@ -1,8 +1,10 @@
 """Serving an ASGI 3.0 app on the worker's asyncio loop (uvloop when installed).
 
 ```
- channel ──Dispatch(+fd)──▶ connect_accepted_socket ──▶ HttpProtocol
-                                                   (httptools callbacks)
+ channel ──Dispatch(+fd)──▶ connect_accepted_socket ──▶ HttpProtocol ◀──▶ httptools
+                                                        │  each head: HeadReader (asgi_head)
+                                                        │  a later request of another pool:
+                                                        │    handed back (asgi_routing)
                                                         │ one RequestCycle
                                                         ▼ per request, in order
                                                    app(scope, receive, send)
@@ -21,19 +23,22 @@ import time
 import traceback
 from collections import deque
 from typing import Any
-from urllib.parse import unquote
 
 import httptools
 
 from poolwarden import channel as ch
+from poolwarden.http.fields import valid_field_name
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, STATUS_LINES, simple_response, status_line
-from poolwarden.http.target import request_bytes, split_target
+from poolwarden.http.rules import request_parser
+from poolwarden.http.stream import RequestStream
 from poolwarden.importer import describe_failure
 from poolwarden.routing import routing_table_for
 from poolwarden.scoreboard import Scoreboard, SlotWriter
 from poolwarden.worker import websocket_upgrade
 from poolwarden.worker.accesslog import AccessLog
+from poolwarden.worker.asgi_head import ASGI_VERSIONS, HeadReader, Refused, http_scope
+from poolwarden.worker.asgi_routing import handed_back, root_path_here
 from poolwarden.worker.task_dump import describe_tasks, request_task_name
 
 LINGER_SECONDS = 2.0
@@ -42,7 +47,6 @@ is closed anyway (nginx's lingering close is similar)."""
 HIGH_WATER = 65536
 """Body bytes buffered for an app before the socket stops being read."""
 
-_ASGI = {"version": "3.0", "spec_version": "2.4"}
 _SERVER = b"server: poolwarden\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -66,6 +70,8 @@ class RequestCycle:
     """One request: the app's receive and send, and the response's framing."""
 
     __slots__ = (
+        "app_date",
+        "app_server",
         "body",
         "body_delivered",
         "body_received",
@@ -112,11 +118,31 @@ class RequestCycle:
         self.status = 0
         self.length: int | None = None
         self.chunked = False
+        self.app_server = False
+        self.app_date = False
+        """The app sent its own Server (Date): it replaces the server's, as
+        a second one would duplicate a single-valued field."""
         self.close_after = not keep_alive
         self.head_only = scope["method"] == "HEAD"
         self.sent_body = 0
         self.started = time.time()
         self.waiter: asyncio.Future[None] | None = None
+
+    def log_to(self, access_log: AccessLog, client: str) -> None:
+        """This request's line in the access log, once it is done."""
+        scope = self.scope
+        headers = dict(scope["headers"])
+        access_log.write(
+            client=client,
+            method=scope["method"],
+            target=self.target.decode("latin-1"),
+            version=self.http_version,
+            status=self.status,
+            size=self.sent_body,
+            referer=headers.get(b"referer", b"").decode("latin-1"),
+            user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+            duration=time.time() - self.started,
+        )
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -137,6 +163,7 @@ class RequestCycle:
             self.target[:200],
             protocol.client[:52],
         )
+        protocol.settle()
         try:
             await server.app(scope, self.receive, self.send)
         except BaseException as error:
@@ -241,8 +268,13 @@ class RequestCycle:
                 continue
             elif lowered == b"transfer-encoding":
                 continue
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                # A line break would let a header smuggle in another one.
+            elif lowered == b"server":
+                self.app_server = True
+            elif lowered == b"date":
+                self.app_date = True
+            if b"\n" in value or b"\r" in value or not valid_field_name(name):
+                # A line break would let a header smuggle in another one; a
+                # name that is not a token (RFC 9110 §5.1) would be misread.
                 raise RuntimeError(f"invalid response header {name!r}: {value!r}")
             lines.append(b"%s: %s\r\n" % (name, value))
         self.close_after = close
@@ -268,7 +300,11 @@ class RequestCycle:
             extra.append(b"connection: close\r\n")
         elif self.http_version == "1.0":
             extra.append(b"connection: keep-alive\r\n")
-        head = self.pending_head + b"".join(extra) + _SERVER + DATE.header() + b"\r\n"
+        if not self.app_server:
+            extra.append(_SERVER)
+        if not self.app_date:
+            extra.append(DATE.header())
+        head = self.pending_head + b"".join(extra) + b"\r\n"
         self.pending_head = b""
         return head
 
@@ -314,15 +350,15 @@ class HttpProtocol(asyncio.Protocol):
         self.server_address: tuple[str, int | None] = (dispatch.server_host, dispatch.server_port)
         self.log_client = dispatch.peer_host
         self.limits = server.limits
-        self.parser = httptools.HttpRequestParser(self)
+        self.head = HeadReader(
+            server.limits,
+            on_headers_complete=self.on_headers_complete,
+            on_body=self.on_body,
+            on_message_complete=self.on_message_complete,
+        )
+        self.parser = request_parser(self.head)
+        self.stream = RequestStream(self.parser, self.limits.max_head_bytes)
         self.transport: asyncio.Transport | None = None
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
-        self.in_head = False
-        self.expect_continue = False
-        self.host: bytes | None = None
-        self.unparsed = 0
         self.cycle: RequestCycle | None = None  # receiving its body
         self.active: RequestCycle | None = None  # running in the app
         self.pipeline: deque[RequestCycle] = deque()
@@ -333,6 +369,8 @@ class HttpProtocol(asyncio.Protocol):
         self.active_slot: SlotWriter | _NullSlot | None = None
         self.routed_first = False
         self.handed_back = False
+        self.settled = False
+        """Its first request started, or it ended before one (`Scoreboard.settle`)."""
         self.writable: asyncio.Future[None] | None = None
         """Set while the transport's write buffer is above its high-water mark."""
 
@@ -360,19 +398,19 @@ class HttpProtocol(asyncio.Protocol):
             self.idle_timer = None
         if self.error is not None:
             return
-        in_head = self.in_head
+        in_head = self.head.in_head
         cycle = self.cycle
         received = 0 if cycle is None else cycle.body_received
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            websocket_upgrade.take_over(self, data[upgrade.args[0] :])
+            self.stream.feed(data)
+        except httptools.HttpParserUpgrade:
+            websocket_upgrade.take_over(self, self.stream.upgraded)
             if self.cycle is not None:
                 self.cycle.complete = True
                 self.cycle.close_after = True
         except httptools.HttpParserCallbackError as failure:
             cause = failure.__context__
-            if isinstance(cause, _Refused):
+            if isinstance(cause, Refused):
                 self._refuse(cause.status, cause.reason_code, str(cause))
             else:
                 self._refuse(400, "bad_request", str(failure))
@@ -396,11 +434,12 @@ class HttpProtocol(asyncio.Protocol):
         that began and ended inside one head, or inside a body without
         giving any of it.
         """
-        held_back = (self.in_head and in_head) or (
+        head = self.head
+        held_back = (head.in_head and in_head) or (
             cycle is not None and cycle is self.cycle and cycle.body_received == received
         )
-        self.unparsed = self.unparsed + size if held_back else 0
-        if self.unparsed > self.limits.max_head_bytes:
+        head.unparsed = head.unparsed + size if held_back else 0
+        if head.unparsed > self.limits.max_head_bytes:
             self._refuse(431, "head_too_large", "request head larger than the limit")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -413,7 +452,15 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.disconnected = True
                 cycle.wake()
         self.pipeline.clear()
+        self.settle()
         self.server.connection_closed(self)
+
+    def settle(self) -> None:
+        """The master counts this connection in use until its first request
+        is in a slot or it is gone: say it is no longer waiting, once."""
+        if not self.settled:
+            self.settled = True
+            self.server.scoreboard.settle()
 
     def pause_writing(self) -> None:
         if self.writable is None:
@@ -425,81 +472,33 @@ class HttpProtocol(asyncio.Protocol):
             self.writable = None
             writable.set_result(None)
 
-    # httptools callbacks
-
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.head_bytes = 0
-        self.in_head = True
-        self.expect_continue = False
-        self.host = None
-        self.unparsed = 0
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self.head_bytes += len(url)
-        if len(self.url) > self.limits.max_request_line:
-            raise _Refused(414, "url_too_long", "request line longer than the limit")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.limits.max_head_bytes:
-            raise _Refused(431, "head_too_large", "request head larger than the limit")
-        if not self.in_head:
-            return  # a trailer field of a chunked body: counted, then dropped
-        name = name.lower()
-        self.headers.append((name, value))
-        if len(self.headers) > self.limits.max_header_count:
-            raise _Refused(431, "too_many_headers", "too many header fields")
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_continue = True
-        elif name == b"host":
-            if self.host is not None:
-                raise _Refused(400, "bad_request", "more than one Host header")
-            self.host = value
+    # httptools callbacks (those of the head are the HeadReader's)
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        head = self.head
         parser = self.parser
-        http_version = parser.get_http_version()
-        method = parser.get_method()
-        # "METHOD SP target SP HTTP/x.y", measured as the front end does.
-        if len(method) + len(self.url) + 10 > self.limits.max_request_line:
-            raise _Refused(414, "url_too_long", "request line longer than the limit")
-        if http_version == "1.1" and self.host is None:
-            raise _Refused(400, "bad_request", "HTTP/1.1 request without a Host header")
-        url = self.url
-        raw_path, query = split_target(url)
-        path = raw_path.decode("ascii", "replace")
-        if "%" in path:
-            path = unquote(path)
-        dispatch = self.dispatch
-        scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": http_version,
-            "server": self.server_address,
-            "client": self.client_address,
-            "scheme": dispatch.scheme,
-            "method": method.decode("ascii"),
-            "root_path": dispatch.script_name,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": self.headers,
-            "state": self.server.state.copy(),
-        }
+        method = self.stream.method or parser.get_method()
+        http_version = head.complete(method, parser.get_http_version())
+        scope = http_scope(
+            method,
+            http_version,
+            head.url,
+            head.headers,
+            dispatch=self.dispatch,
+            server=self.server_address,
+            client=self.client_address,
+            state=self.server.state.copy(),
+        )
         cycle = RequestCycle(self, scope, parser.should_keep_alive())
-        cycle.target = url
+        cycle.target = head.url
         if self.server.table is not None:
-            self._route(cycle, path)
-        cycle.expect_continue = self.expect_continue and http_version != "1.0"
+            self._route(cycle)
+        cycle.expect_continue = head.expect_continue and http_version != "1.0"
         self.cycle = cycle
         self.pipeline.append(cycle)
         if self.active is not None:
             self.pause_reading()
-        self.head_bytes = 0
+        self.stream.head_complete(head.chunked, head.content_length)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -521,22 +520,23 @@ class HttpProtocol(asyncio.Protocol):
 
     # the connection's own logic
 
-    def _route(self, cycle: RequestCycle, path: str) -> None:
-        """Mount path of a later request on this connection, or hand it back.
-
-        The front end routed the first request; a later one may belong to
-        another application (a new root_path) or another pool (handed back
-        to the front end when its turn comes).
-        """
+    def _route(self, cycle: RequestCycle) -> None:
+        """Mount path of a later request on this connection, or hand it back
+        when its turn comes (`asgi_routing`)."""
         if not self.routed_first:
             self.routed_first = True
             return
-        table = self.server.table
-        assert table is not None
-        host = (self.host or b"").decode("latin-1")
-        match = table.route(self.dispatch.binding, host, cycle.scope["raw_path"].decode("latin-1"))
-        if match is not None and match.application.pool == self.server.pool_name:
-            cycle.scope["root_path"] = match.script_name
+        server = self.server
+        assert server.table is not None
+        root_path = root_path_here(
+            server.table,
+            self.dispatch.binding,
+            self.head.host,
+            cycle.scope["raw_path"],
+            server.pool_name,
+        )
+        if root_path is not None:
+            cycle.scope["root_path"] = root_path
         else:
             cycle.hand_back = True
 
@@ -544,15 +544,23 @@ class HttpProtocol(asyncio.Protocol):
         """Give the connection back to the front end with this request's bytes
         (as `worker.wsgi.Connection.hand_back` does, and with the same 421
         when they cannot be given back whole)."""
-        headers = cycle.scope["headers"]
-        chunked = any(name == b"transfer-encoding" for name, _ in headers)
+        message = handed_back(
+            self.dispatch,
+            cycle.scope["method"],
+            cycle.target,
+            cycle.http_version,
+            cycle.scope["headers"],
+            cycle.body,
+            complete=cycle.complete,
+        )
         transport = self.transport
         if (
             transport is None
             or self.pipeline
-            or self.in_head
+            or self.head.in_head
+            or self.stream.pending
             or self.error is not None
-            or (chunked and not cycle.complete)
+            or message is None
         ):
             self.write(
                 simple_response(
@@ -563,26 +571,8 @@ class HttpProtocol(asyncio.Protocol):
             )
             self.close()
             return
-        data = request_bytes(
-            cycle.scope["method"].encode("ascii"),
-            cycle.target,
-            cycle.http_version,
-            headers,
-            b"".join(cycle.body),
-            chunked=chunked,
-        )
-        sock = transport.get_extra_info("socket")
         self.handed_back = True
-        self.server.hand_back(
-            sock.fileno(),
-            ch.HandBack(
-                conn_id=self.conn_id,
-                peer_host=self.dispatch.peer_host,
-                peer_port=self.dispatch.peer_port,
-                binding=self.dispatch.binding,
-                buffered=data,
-            ),
-        )
+        self.server.hand_back(transport.get_extra_info("socket").fileno(), message)
         self.closing = True
         transport.abort()  # closes this process's copy only: no FIN, no reset
 
@@ -604,29 +594,18 @@ class HttpProtocol(asyncio.Protocol):
         """A request finished: log it, then start the next one or idle."""
         server = self.server
         server.give_slot(slot)
+        server.request_done()
         self.active = None
         self.active_slot = None
         if server.access_log is not None:
-            scope = cycle.scope
-            headers = dict(scope["headers"])
-            server.access_log.write(
-                client=self.log_client,
-                method=scope["method"],
-                target=cycle.target.decode("latin-1"),
-                version=cycle.http_version,
-                status=cycle.status,
-                size=cycle.sent_body,
-                referer=headers.get(b"referer", b"").decode("latin-1"),
-                user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
-                duration=time.time() - cycle.started,
-            )
+            cycle.log_to(server.access_log, self.log_client)
         transport = self.transport
         if transport is None or self.closing:
             return
-        if (
-            cycle.close_after
-            or server.draining
-            or (not cycle.complete and cycle.expect_continue and not cycle.continue_sent)
+        # A response sent while draining said `Connection: close`; one
+        # that promised keep-alive before is handed back below.
+        if cycle.close_after or (
+            not cycle.complete and cycle.expect_continue and not cycle.continue_sent
         ):
             self.close()
             return
@@ -640,6 +619,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.error is not None:
             self._write_error()
             return
+        if server.draining and self.hand_back_if_idle():
+            return
         self.resume_reading()
         self._arm_idle_timer()
 
@@ -651,7 +632,7 @@ class HttpProtocol(asyncio.Protocol):
     def _on_idle(self) -> None:
         self.idle_timer = None
         if self.active is None:
-            if self.in_head:
+            if self.head.in_head or self.stream.pending:
                 self.write(simple_response(408, "Request Timeout\n", reason_code="head_timeout"))
             self.close()
 
@@ -720,16 +701,40 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
             self.transport.close()
 
-    def close_if_idle(self) -> None:
-        if self.active is None:
-            self.close()
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, reason_code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason_code = reason_code
+    def hand_back_if_idle(self) -> bool:
+        """Draining: give an idle keep-alive connection back to the front end
+        rather than close it, so the client's next request goes to another
+        worker and no client sees the recycle. Idle means nothing of a next
+        request was read (the loop has fed all it read to the parser): what
+        the client sent since is in the socket, for the front end to read.
+        A connection with part of a request here keeps it, and is served
+        (with `Connection: close`) when the rest arrives. True if handed back."""
+        transport = self.transport
+        if (
+            transport is None
+            or self.closing
+            or self.active is not None
+            or self.cycle is not None
+            or self.pipeline
+            or self.head.in_head
+            or self.error is not None
+        ):
+            return False
+        dispatch = self.dispatch
+        self.handed_back = True
+        self.server.hand_back(
+            transport.get_extra_info("socket").fileno(),
+            ch.HandBack(
+                conn_id=self.conn_id,
+                peer_host=dispatch.peer_host,
+                peer_port=dispatch.peer_port,
+                binding=dispatch.binding,
+                buffered=b"",
+            ),
+        )
+        self.closing = True
+        transport.abort()  # closes this process's copy only: no FIN, no reset
+        return True
 
 
 class Lifespan:
@@ -775,7 +780,7 @@ class Lifespan:
             sys.stderr.write("the app's lifespan shut-down did not finish in time\n")
 
     async def _main(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        scope = {"type": "lifespan", "asgi": ASGI_VERSIONS, "state": self.state}
         try:
             await self.app(scope, self._receive, self._send)
         except BaseException as error:
@@ -838,6 +843,7 @@ class ASGIServer:
         self.pool_name = boot.pool
         self.table = routing_table_for(boot.routes, boot.pool)
         self.connections: set[HttpProtocol] = set()
+        self.scoreboard = scoreboard
         self.free_slots: list[SlotWriter] = [
             scoreboard.writer(index) for index in reversed(range(scoreboard.slots))
         ]
@@ -846,6 +852,10 @@ class ASGIServer:
         self.websockets = websocket_upgrade.OpenWebSockets(loop, boot)
         self.draining = False
         self.done: asyncio.Future[None] = loop.create_future()
+        self.served = 0
+        self.request_limit = boot.request_limit
+        self.leaving = False
+        """It asked the master to replace it (SIGTERM from outside)."""
 
     def take_slot(self) -> SlotWriter | _NullSlot:
         return self.free_slots.pop() if self.free_slots else self.null_slot
@@ -888,6 +898,23 @@ class ASGIServer:
             elif type(message) is ch.DumpTasks:
                 self.send(describe_tasks(message.seq, self.loop))
 
+    def request_done(self) -> None:
+        """Count a served request; at the pool's limit, ask for the recycle
+        now rather than when the master next looks (once a second)."""
+        self.served += 1
+        if self.served == self.request_limit:
+            self.send(ch.RecycleRequest("requests", self.served))
+
+    def sigterm(self) -> None:
+        """SIGTERM from outside (`kill`, `docker stop`, systemd): drain as if
+        the master asked. The master is told first and answers `Drain`, so
+        every connection it dispatched before it knew arrives before the
+        drain and is served."""
+        if self.leaving or self.draining:
+            return
+        self.leaving = True
+        self.send(ch.RecycleRequest("SIGTERM", self.served))
+
     def _abandon(self, conn_id: int) -> None:
         """The master answered the connection (request time-out): the app
         sees a disconnect at its next `receive()`, and what it sends is
@@ -901,6 +928,7 @@ class ASGIServer:
             await self.loop.connect_accepted_socket(lambda: HttpProtocol(self, dispatch), sock)
         except OSError:
             sock.close()
+            self.scoreboard.settle()
             self.send(ch.Closed([dispatch.conn_id]))
 
     def send(self, message: ch.ToMaster) -> None:
@@ -930,7 +958,7 @@ class ASGIServer:
         self.draining = True
         self.websockets.drain()
         for protocol in list(self.connections):
-            protocol.close_if_idle()
+            protocol.hand_back_if_idle()
         if not self.connections and not self.done.done():
             self.done.set_result(None)
 

@@ -313,6 +313,7 @@ def run_asgi(
             return EXIT_STARTUP_FAILED
         channel.send(ch.encode(ch.Ready(pid=os.getpid(), interface="asgi")))
         server.start()
+        loop.add_signal_handler(signal.SIGTERM, server.sigterm)
         # Watched while it serves; stopped while the loop still runs, or
         # its end would look like a stall.
         watch = None

@@ -6,7 +6,10 @@ pipelined requests are answered in order. Body bytes go to the request they
 belong to and are consumed by the app as it reads (never buffered whole).
 
 The limits of `poolwarden.http.limits` apply here too: the front end checks a
-connection's first head, the worker checks every head that follows.
+connection's first head, the worker checks every head that follows; so do
+the rules of `poolwarden.http.rules` and `poolwarden.http.fields`. The bytes
+reach llhttp through a `RequestStream`, which passes on what llhttp alone
+would refuse (extension methods, chunk extensions with whitespace).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from collections import deque
 
 import httptools
 
+from poolwarden.http.fields import OWS
 from poolwarden.http.limits import HeadLimits
+from poolwarden.http.rules import Refusal, request_parser, request_verdict
+from poolwarden.http.stream import RequestStream
 
 
 class ParseError(Exception):
@@ -33,7 +39,9 @@ class Request:
     __slots__ = (
         "body",
         "body_received",
+        "chunked",
         "complete",
+        "content_length",
         "continue_sent",
         "expect_continue",
         "headers",
@@ -58,6 +66,9 @@ class Request:
         self.continue_sent = False
         self.upgrade = False
         self.host: bytes | None = None
+        self.chunked = False
+        """It has Transfer-Encoding (which llhttp accepts only with chunked last)."""
+        self.content_length = 0
 
 
 class RequestParser:
@@ -68,6 +79,7 @@ class RequestParser:
         "_current",
         "_head_bytes",
         "_parser",
+        "_stream",
         "_unparsed",
         "error",
         "limits",
@@ -76,7 +88,8 @@ class RequestParser:
 
     def __init__(self, limits: HeadLimits) -> None:
         self.limits = limits
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = request_parser(self)
+        self._stream = RequestStream(self._parser, limits.max_head_bytes)
         self.ready: deque[Request] = deque()
         self._building: Request | None = None
         self._current: Request | None = None
@@ -87,7 +100,7 @@ class RequestParser:
     @property
     def in_head(self) -> bool:
         """A request has begun but its head is not complete yet."""
-        return self._building is not None
+        return self._building is not None or self._stream.pending
 
     def feed(self, data: bytes) -> None:
         """Parse `data`; a refused request sets `error` and stops parsing."""
@@ -97,7 +110,7 @@ class RequestParser:
         current = self._current
         received = 0 if current is None else current.body_received
         try:
-            self._parser.feed_data(data)
+            self._stream.feed(data)
         except httptools.HttpParserUpgrade:
             if self._current is not None:
                 self._current.upgrade = True
@@ -167,6 +180,7 @@ class RequestParser:
         request = self._building
         if request is None:
             return  # a trailer field of a chunked body: counted, then dropped
+        value = value.rstrip(OWS)  # RFC 9112 §5.1 (http.fields.field_value)
         request.headers.append((name, value))
         if len(request.headers) > self.limits.max_header_count:
             raise ParseError(431, "too_many_headers", "too many header fields")
@@ -177,13 +191,16 @@ class RequestParser:
             if request.host is not None:
                 raise ParseError(400, "bad_request", "more than one Host header")
             request.host = value
+        elif lowered == b"content-length":
+            request.content_length = int(value)  # digits: llhttp has checked it
+        elif lowered == b"transfer-encoding":
+            request.chunked = True
 
     def on_headers_complete(self) -> None:
         request = self._building
         assert request is not None
         parser = self._parser
-        request.method = parser.get_method()
-        request.http_version = parser.get_http_version()
+        request.method = self._stream.method or parser.get_method()
         request.keep_alive = parser.should_keep_alive()
         # Known here, not only when llhttp stops at the upgrade: by then
         # on_message_complete has already let go of the request.
@@ -191,6 +208,12 @@ class RequestParser:
         # "METHOD SP target SP HTTP/x.y", measured as the front end does.
         if len(request.method) + len(request.url) + 10 > self.limits.max_request_line:
             raise ParseError(414, "url_too_long", "request line longer than the limit")
+        verdict = request_verdict(
+            request.method, parser.get_http_version(), request.url, request.chunked
+        )
+        if isinstance(verdict, Refusal):
+            raise ParseError(*verdict)
+        request.http_version = verdict
         if request.http_version == "1.1" and request.host is None:
             raise ParseError(400, "bad_request", "HTTP/1.1 request without a Host header")
         if request.expect_continue and request.http_version == "1.0":
@@ -199,6 +222,7 @@ class RequestParser:
         self._current = request
         self._unparsed = 0
         self.ready.append(request)
+        self._stream.head_complete(request.chunked, request.content_length)
 
     def on_body(self, body: bytes) -> None:
         request = self._current

@@ -6,6 +6,7 @@
  watchdog thread ── every loop_lag_warning / 4 ── observe(state, now, due)
       │ CAPTURE: the loop thread's stack (sys._current_frames), its request
       │ REPORT: LoopLag on the channel (MSG_DONTWAIT; dropped if full)
+      │ LoopStall(blocked) as a stall begins and ends: the master's dispatch
       ▼
  master ── event 2041 loop_lag (pool, pid, stack, how long)
 ```
@@ -242,6 +243,8 @@ class LoopWatch:
         self.loop_thread = 0
         self.thread: threading.Thread | None = None
         self._held: ch.LoopLag | None = None
+        self._told_blocked = False
+        """What the master last heard (`LoopStall`)."""
 
     def start(self) -> None:
         self.loop_thread = threading.get_ident()
@@ -268,6 +271,7 @@ class LoopWatch:
         due = self.heartbeat.due
         previous = self.state
         self.state, step = observe(previous, now, due, self.threshold)
+        self._tell_stall(self.state.stall_due is not None)
         if step is Step.CAPTURE:
             frames = stack_of(self.loop_thread)
             method, path, client = request_of(self.loop, self.scoreboard)
@@ -289,6 +293,17 @@ class LoopWatch:
             self._report(blocked, ended=True)
         elif step is Step.REPORT_BLOCKED and self._held is not None:
             self._report(now - (previous.stall_due or now), ended=False)
+
+    def _tell_stall(self, blocked: bool) -> None:
+        """Tell the master when the loop stalls and when it runs again, so it
+        sends a blocked worker no new connection. A message the full channel
+        drops is sent again at the next look."""
+        if (
+            blocked != self._told_blocked
+            and not self.stopped.is_set()
+            and self.send(self.channel, ch.LoopStall(blocked))
+        ):
+            self._told_blocked = blocked
 
     def _report(self, blocked: float, *, ended: bool) -> None:
         held, self._held = self._held, None

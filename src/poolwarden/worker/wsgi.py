@@ -18,8 +18,10 @@ thread is stuck in the app, the master sees it.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import select
+import signal
 import socket
 import stat
 import sys
@@ -32,6 +34,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from poolwarden import channel as ch
+from poolwarden.http.fields import valid_field_name
 from poolwarden.http.limits import HeadLimits
 from poolwarden.http.responses import DATE, simple_response
 from poolwarden.http.target import request_bytes, split_target
@@ -358,7 +361,9 @@ class Response:
             connection_close = True
         own_server = own_date = False
         for name, value in self.headers:
-            if ":" in name:
+            if not valid_field_name(name):
+                # Not a token (RFC 9110 §5.1): a space or a colon in it would
+                # make a client read another field, or a malformed head.
                 raise ValueError(f"invalid response header name {name!r}")
             lowered = name.lower()
             if lowered in _SPECIAL_HEADERS:
@@ -527,6 +532,7 @@ class Connection:
         "routed_first",
         "script_name",
         "server",
+        "settled",
         "sock",
     )
 
@@ -546,6 +552,8 @@ class Connection:
         self.disabled = False
         self.abandoned = False
         """The master answered it (request time-out): close it when done."""
+        self.settled = False
+        """Its first request started, or it ended before one (`Scoreboard.settle`)."""
         self.last_active = time.monotonic()
         # What every request on this connection shares, copied per request.
         self.base_environ: dict[str, Any] = {
@@ -620,7 +628,9 @@ class Connection:
                     self.refuse_websocket(request)
                     server.close(self)
                     return
-                if not self.handle(request, slot) or server.draining:
+                # A response sent while draining said `Connection: close`;
+                # one that promised keep-alive before is handed back below.
+                if not self.handle(request, slot):
                     server.close(self)
                     return
             if parser.error is not None:
@@ -766,6 +776,8 @@ class Connection:
         escaped = False
         environ = self.environ(request)
         slot.begin(self.conn_id, started, request.method[:12], request.url[:200], self.client)
+        if not self.settled:
+            server.settle(self)
         response = Response(self, request, slot)
         result: Iterable[bytes] | None = None
         failed = False
@@ -830,6 +842,7 @@ class Connection:
                 user_agent=environ.get("HTTP_USER_AGENT", ""),
                 duration=time.time() - started,
             )
+        server.request_done()
         if failed or response.close_after or request.upgrade:
             return False
         return self._discard_body(request)
@@ -914,6 +927,10 @@ class WSGIServer:
         self.leader_connection: Connection | None = None
         self.closed_ids: list[int] = []
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        self._served = itertools.count(1)
+        self.request_limit = boot.request_limit
+        self.leaving = False
+        """It asked the master to replace it (SIGTERM from outside)."""
         self.epoll.register(self.channel_fd, select.EPOLLIN)
 
     def serve(self) -> None:
@@ -926,6 +943,8 @@ class WSGIServer:
         ]
         for thread in workers:
             thread.start()
+        # Handlers run in this thread, which wakes every MAIN_THREAD_WAKE.
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         while not self.stopped.wait(MAIN_THREAD_WAKE):
             pass
         with self.wakeup:
@@ -1087,6 +1106,23 @@ class WSGIServer:
             elif type(message) is ch.Abandon:
                 self._abandon(message.conn_id)
 
+    def request_done(self) -> None:
+        """Count a served request; at the pool's limit, ask for the recycle
+        now rather than when the master next looks (once a second)."""
+        served = next(self._served)
+        if served == self.request_limit:
+            self.send(ch.RecycleRequest("requests", served))
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        """SIGTERM from outside (`kill`, `docker stop`, systemd): drain as if
+        the master asked. The master is told first and answers `Drain`, so
+        every connection it dispatched before it knew arrives before the
+        drain and is served."""
+        if self.leaving or self.draining:
+            return
+        self.leaving = True
+        self.send(ch.RecycleRequest("SIGTERM", self.scoreboard.served()))
+
     def _abandon(self, conn_id: int) -> None:
         """The app's thread runs on (nothing can stop a thread); once it
         returns, the connection is closed, not kept alive."""
@@ -1104,14 +1140,49 @@ class WSGIServer:
             self._master_gone()
 
     def release(self, connection: Connection) -> None:
-        """A thread is done serving `connection` for now; it stays open."""
-        if self.draining or connection.abandoned:
+        """A thread is done serving `connection` for now; it stays open
+        (while draining, it goes back to the front end)."""
+        if connection.abandoned:
             self.close(connection)
             return
         connection.last_active = time.monotonic()
+        if self.draining and self.hand_back_idle(connection):
+            return
         connection.busy = False
 
+    def hand_back_idle(self, connection: Connection) -> bool:
+        """Draining: give an idle keep-alive connection back to the front
+        end rather than close it, so a request the client sends now (or has
+        sent: it is still in the socket, unread) goes to another worker and
+        no client sees the recycle. Not one this worker has read part of a
+        request from (its bytes are here): that one is served when the rest
+        arrives, with `Connection: close`. True if it was handed back."""
+        if connection.parser.in_head or connection.pending or connection.parser.ready:
+            return False
+        dispatch = connection.dispatch
+        self.hand_back(
+            connection,
+            ch.HandBack(
+                conn_id=connection.conn_id,
+                peer_host=dispatch.peer_host,
+                peer_port=dispatch.peer_port,
+                binding=connection.binding,
+                buffered=b"",
+            ),
+        )
+        return True
+
+    def settle(self, connection: Connection) -> None:
+        """The master counts `connection` in use until its first request is
+        in a slot or it is gone: say it is no longer waiting, once."""
+        with self.lock:
+            if connection.settled:
+                return
+            connection.settled = True
+        self.scoreboard.settle()
+
     def close(self, connection: Connection) -> None:
+        self.settle(connection)
         with self.lock:
             if self.connections.get(connection.fd) is not connection:
                 return
@@ -1137,10 +1208,12 @@ class WSGIServer:
     def hand_back(self, connection: Connection, message: ch.HandBack) -> None:
         """Give the connection back to the master; it is not closed: the
         master still holds it and sends it on."""
+        self.settle(connection)
         with self.lock:
             if self.connections.get(connection.fd) is not connection:
                 return
             del self.connections[connection.fd]
+            empty = not self.connections
         try:
             self.epoll.unregister(connection.fd)
         except OSError:
@@ -1150,6 +1223,9 @@ class WSGIServer:
         except OSError:
             self._master_gone()
         connection.sock.close()
+        if empty and self.draining:
+            self._flush_closed()
+            self.stopped.set()
 
     def _flush_closed(self) -> None:
         """Tell the master which connections it may drop, in one message."""
@@ -1159,18 +1235,26 @@ class WSGIServer:
             self.send(ch.Closed(ids))
 
     def _sweep(self) -> None:
-        """Close idle keep-alive connections (and all idle ones when draining)."""
+        """Close idle keep-alive connections past their time-out; when
+        draining, hand the idle ones back to the front end at once."""
         now = time.monotonic()
         self._next_sweep = now + SWEEP_INTERVAL
         expired: list[Connection] = []
+        idle: list[Connection] = []
         with self.lock:
             for connection in self.connections.values():
                 if connection.busy:
                     continue
-                if self.draining or now - connection.last_active > self.keepalive_timeout:
+                if now - connection.last_active > self.keepalive_timeout:
                     connection.busy = True
                     expired.append(connection)
+                elif self.draining and not connection.pending:
+                    connection.busy = True
+                    idle.append(connection)
             idle_and_draining = self.draining and not self.connections
+        for connection in idle:
+            if not self.hand_back_idle(connection):
+                connection.busy = False  # part of a request is here: served when it is whole
         for connection in expired:
             if connection.parser.in_head:
                 try:

@@ -1,7 +1,7 @@
 """`poolwarden dumps`: the core files of crashed workers, and how to open each.
 
     poolwarden dumps [--json] [--state-dir DIR | -c FILE]
-        │ locate the state directory as `poolwarden events` does
+        │ locate the state directory as `poolwarden events` does (common)
         ▼
     STATE_DIR/dumps/POOL-PID.core ─┐  (moved there by the master; `core_dumps = true`)
     STATE_DIR/events.db ───────────┼─▶ find_dumps: each file, the worker-end event
@@ -26,10 +26,10 @@ from collections.abc import Sequence
 import click
 import msgspec
 
+from poolwarden.cli.common import add_commands, location_options, state_dir_of_group
 from poolwarden.events import catalog
 from poolwarden.events.render import format_bytes, format_time
 from poolwarden.events.store import Event, EventLogError, EventStore
-from poolwarden.events_cli import _location, store_options
 from poolwarden.master.core_dumps import DUMPS_DIR, PARTIAL_SUFFIX, parse_dump_name
 
 MATCH_SLACK = 60.0
@@ -166,7 +166,7 @@ def format_dumps(dumps: Sequence[Dump], directory: str, copying: int = 0) -> str
 
 @click.command("dumps", short_help="List the core dumps of crashed workers (no server needed).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@store_options
+@location_options
 @click.pass_context
 def dumps_command(
     ctx: click.Context, as_json: bool, state_dir: str | None, config_file: str | None
@@ -174,7 +174,7 @@ def dumps_command(
     """List the core files in STATE_DIR/dumps: when each was written, its size,
     pool and pid, the event of the crash that produced it, and the gdb command
     that opens it. Pools write them with `core_dumps = true`."""
-    directory = _location(ctx, state_dir, config_file)
+    directory = state_dir_of_group(ctx, state_dir, config_file)
     try:
         store: EventStore | None = EventStore.open_reader(directory)
     except (EventLogError, FileNotFoundError):
@@ -193,6 +193,4 @@ def dumps_command(
 
 def register(main: click.Group) -> None:
     """Add `poolwarden dumps` to `main`; a name already taken is a ValueError."""
-    if "dumps" in main.commands:
-        raise ValueError("the command 'dumps' is already defined")
-    main.add_command(dumps_command)
+    add_commands(main, [dumps_command])

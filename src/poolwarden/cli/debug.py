@@ -11,14 +11,15 @@ from typing import Any
 
 import click
 
-from poolwarden.admin_cli import (
-    _fail_for,
-    _quote,
+from poolwarden.cli.common import (
+    add_commands,
     ask,
     connect,
     fail,
+    fail_for,
     print_json,
     server_options,
+    url_segment,
 )
 from poolwarden.control_client import ControlClient, ControlClientError
 
@@ -79,13 +80,13 @@ def startup_command(
     client = connect(state_dir, config_file)
     query = f"?adapter={adapter or ''}&keep={int(keep)}&start={int(start)}"
     if words:
-        query += f"&wrapper={_quote(shlex.join(words))}"
+        query += f"&wrapper={url_segment(shlex.join(words))}"
     try:
-        body = client.post(f"/v1/pools/{_quote(pool)}/debug{query}")
+        body = client.post(f"/v1/pools/{url_segment(pool)}/debug{query}")
     except ControlClientError as error:
         if "disabled by rapid-fail protection" in str(error):
             fail(f"{error}", f"Run: poolwarden debug startup {pool} --start")
-        _fail_for(error)
+        fail_for(error)
     if as_json:
         print_json(body)
         return
@@ -190,7 +191,7 @@ def attach_command(
 @server_options
 def off_command(pool: str, state_dir: str | None, config_file: str | None, as_json: bool) -> None:
     client = connect(state_dir, config_file)
-    body = ask(client, "POST", f"/v1/pools/{_quote(pool)}/debug/off")
+    body = ask(client, "POST", f"/v1/pools/{url_segment(pool)}/debug/off")
     if as_json:
         print_json(body)
     else:
@@ -275,4 +276,5 @@ def _wait_for_listener(
 
 
 def register(main: click.Group) -> None:
-    main.add_command(debug_group)
+    """Add `poolwarden debug` to `main`; a name already taken is a ValueError."""
+    add_commands(main, [debug_group])

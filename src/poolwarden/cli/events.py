@@ -4,7 +4,7 @@
                       [--follow] [--groups] [--json]
     poolwarden events show SEQ [--json]
     poolwarden events explain [ID | NAME] [--json]
-        │ locate the state directory as the admin commands do
+        │ locate the state directory as the admin commands do (common)
         │ (--state-dir, -c FILE, $POOLWARDEN_CONFIG, $POOLWARDEN_STATE_DIR, .poolwarden)
         ▼
     EventStore.open_reader(STATE_DIR): read-only SQLite, no server needed
@@ -16,8 +16,6 @@ These commands work whether or not the server runs: they read
 writes). `--json` prints one JSON object per line (the shape of
 `events.jsonl`), `show --json` one object. Exit status: 0 done, 1 no event
 log, no such event or id, 2 a usage error.
-
-rich is imported here and in the CLI only: never by the master or workers.
 """
 
 from __future__ import annotations
@@ -25,20 +23,20 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import click
 import msgspec
-from rich.console import Console
 from rich.text import Text
 
-from poolwarden.admin_cli import (
-    StateDirError,
+from poolwarden.cli.common import (
+    add_commands,
+    console,
     fail,
-    format_issues,
-    locate_state_dir,
     location_options,
+    state_dir_of_group,
+    unused_state_dir,
 )
 from poolwarden.events.catalog import CATALOG, LEVELS, UnknownEventId, explain, lookup
 from poolwarden.events.render import (
@@ -60,8 +58,6 @@ from poolwarden.events.store import (
 from poolwarden.signals import interruptible
 from poolwarden.units import parse_duration
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 DEFAULT_LIMIT = 100
 """Events a listing shows unless told otherwise (the newest; `-n 0` for all)."""
 FOLLOW_POLL = 0.25
@@ -73,10 +69,6 @@ LEVEL_STYLES = {"error": "red", "warning": "yellow", "info": ""}
 # --- options ----------------------------------------------------------------------------
 
 
-store_options = location_options
-"""`--state-dir` and `-c/--config`: where the event log is (as the admin commands)."""
-
-
 def _since_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     """A duration back from now (`1h`, `30m`, `2d`), by `poolwarden.units.parse_duration`."""
     if value is None:
@@ -85,19 +77,6 @@ def _since_option(ctx: click.Context, param: click.Parameter, value: str | None)
         return parse_duration(value)
     except ValueError as error:
         raise click.BadParameter(str(error), ctx, param) from None
-
-
-def _location(ctx: click.Context, state_dir: str | None, config_file: str | None) -> str:
-    """The state directory: the subcommand's options, else the group's."""
-    if state_dir is None and config_file is None and ctx.parent is not None:
-        state_dir = ctx.parent.params.get("state_dir")
-        config_file = ctx.parent.params.get("config_file")
-    if state_dir and config_file:
-        raise click.UsageError("give --state-dir or --config, not both")
-    try:
-        return locate_state_dir(state_dir, config_file, os.environ)
-    except StateDirError as error:
-        fail(str(error), format_issues(error.issues))
 
 
 def open_store(directory: str) -> EventStore:
@@ -117,32 +96,27 @@ def open_store(directory: str) -> EventStore:
 # --- printing (thin) ----------------------------------------------------------------------
 
 
-def _console() -> Console:
-    """A console on the current stdout (click's runner swaps it in tests)."""
-    return Console(highlight=False, soft_wrap=True)
-
-
 def print_events(events: Sequence[Event], *, header: bool = True, following: bool = False) -> None:
     """The events, one line each, under a header (`no events` if none, unless
     `following`: then the header alone, as events are still to come)."""
-    console = _console()
+    out = console(soft_wrap=True)
     if header:
         if events or following:
-            console.print(Text(EVENT_COLUMNS, style="bold"))
+            out.print(Text(EVENT_COLUMNS, style="bold"))
         else:
-            console.print(format_events(events))
+            out.print(format_events(events))
     for event in events:
-        console.print(Text(format_event_line(event), style=LEVEL_STYLES.get(event.level, "")))
+        out.print(Text(format_event_line(event), style=LEVEL_STYLES.get(event.level, "")))
 
 
 def print_groups(groups: Sequence[Group]) -> None:
-    console = _console()
+    out = console(soft_wrap=True)
     for index, line in enumerate(format_groups(groups).splitlines()):
-        console.print(Text(line, style="bold" if index == 0 and groups else ""))
+        out.print(Text(line, style="bold" if index == 0 and groups else ""))
 
 
 def print_event(event: Event) -> None:
-    console = _console()
+    out = console(soft_wrap=True)
     for index, line in enumerate(format_event(event).splitlines()):
         if index == 0:
             style = "bold " + LEVEL_STYLES.get(event.level, "")
@@ -150,7 +124,7 @@ def print_event(event: Event) -> None:
             style = "bold"
         else:
             style = ""
-        console.print(Text(line, style=style.strip()))
+        out.print(Text(line, style=style.strip()))
 
 
 def print_json_lines(items: Sequence[Event] | Sequence[Group]) -> None:
@@ -208,7 +182,7 @@ def _flush() -> None:
     help="List failures grouped by fingerprint, with counts, first and last seen.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@store_options
+@location_options
 @click.pass_context
 def events_group(
     ctx: click.Context,
@@ -234,7 +208,7 @@ def events_group(
         return
     if groups and follow:
         raise click.UsageError("--groups and --follow do not go together")
-    store = open_store(_location(ctx, state_dir, config_file))
+    store = open_store(state_dir_of_group(ctx, state_dir, config_file))
     since_time = time.time() - since if since is not None else None
     filters: dict[str, Any] = {"pool": pool, "event_id": event_id, "level": level}
     with store:
@@ -286,7 +260,7 @@ def _follow(store: EventStore, filters: dict[str, Any], last_seq: int, as_json: 
 @events_group.command("show", short_help="Print one event with its whole evidence.")
 @click.argument("seq", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the event as JSON.")
-@store_options
+@location_options
 @click.pass_context
 def show_command(
     ctx: click.Context, seq: int, as_json: bool, state_dir: str | None, config_file: str | None
@@ -295,7 +269,7 @@ def show_command(
     with the app's source lines, the requests in flight, the last output lines,
     and what to do next. SEQ is the number `poolwarden events` lists (and the
     `X-Poolwarden-Event` header of a 502 carries)."""
-    with open_store(_location(ctx, state_dir, config_file)) as store:
+    with open_store(state_dir_of_group(ctx, state_dir, config_file)) as store:
         event = store.get(seq)
         newest = store.last_seq()
     if event is None:
@@ -310,6 +284,7 @@ def show_command(
 @events_group.command("explain", short_help="What an event id means and what to do next.")
 @click.argument("key", metavar="[ID]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog entry as JSON.")
+@unused_state_dir
 def explain_command(key: str | None, as_json: bool) -> None:
     """What event ID (a number like 5009, or a name like worker_ended_unexpectedly)
     means, what usually causes it, and what to do next. Without ID, list the
@@ -342,8 +317,4 @@ COMMANDS: list[click.Command] = [events_group]
 
 def register(main: click.Group) -> None:
     """Add `poolwarden events` to `main`; a name already taken is a ValueError."""
-    for command in COMMANDS:
-        assert command.name is not None
-        if command.name in main.commands:
-            raise ValueError(f"the command {command.name!r} is already defined")
-        main.add_command(command)
+    add_commands(main, COMMANDS)

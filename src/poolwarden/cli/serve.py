@@ -1,4 +1,16 @@
-"""The `poolwarden` command line."""
+"""`poolwarden run` and `poolwarden serve`: the commands that become the master.
+
+    poolwarden run MODULE:ATTR [options]   one pool, settings from the options
+    poolwarden serve -c FILE               the sites and pools of a config file
+        │ ServerSettings + [PoolSettings]
+        ▼
+    Master(...).run() ──▶ its exit status is the command's
+
+Both configure logging (the master logs to stderr) and hand over to
+`poolwarden.master.server.Master`, imported only when the command runs, so
+that the admin commands never load the master. An invalid config file ends
+`serve` before anything starts, every mistake on stderr (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -6,28 +18,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 
-from poolwarden import __version__
+from poolwarden.cli.common import add_commands, state_dir_option
 from poolwarden.http.limits import HeadLimits
-from poolwarden.settings import PoolSettings, ServerSettings, default_state_dir
+from poolwarden.settings import PoolSettings, ServerSettings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def state_dir_option(function: F) -> F:
-    """`--state-dir`, which every command takes, with the same default."""
-    return click.option(
-        "--state-dir",
-        default=default_state_dir,
-        show_default=".poolwarden, or $POOLWARDEN_STATE_DIR",
-        help="Directory for the server's sockets, crash files and event log.",
-    )(function)
 
 
 def _size_option(name: str, value: str) -> int:
@@ -69,13 +67,7 @@ def configure_logging(level: str) -> None:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="poolwarden")
-def main() -> None:
-    """poolwarden: a Python application server with IIS's application pools."""
-
-
-@main.command()
+@click.command("run")
 @click.argument("app")
 @click.option(
     "-b",
@@ -100,6 +92,13 @@ def main() -> None:
     show_default=True,
     type=click.IntRange(1),
     help="WSGI threads per worker.",
+)
+@click.option(
+    "--max-concurrency",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="ASGI: connections in use per worker before the pool queues them (0: no limit).",
 )
 @click.option(
     "--interface",
@@ -135,10 +134,11 @@ def main() -> None:
 )
 @click.option(
     "--on-startup-failure",
-    type=click.Choice(["exit", "serve"]),
+    type=click.Choice(["exit", "exit-now", "serve"]),
     default="exit",
     show_default=True,
-    help="exit: fail fast if the app cannot start before anything was served; serve: answer 503.",
+    help="If the app cannot start before anything was served: exit: retry with the back-off "
+    "up to the rapid-fail limit, then exit 3; exit-now: exit 3 at once; serve: answer 503.",
 )
 @click.option(
     "--keepalive-timeout",
@@ -243,6 +243,7 @@ def run(
     binds: tuple[str, ...],
     processes: int,
     threads: int,
+    max_concurrency: int,
     interface: str,
     factory: bool,
     state_dir: str,
@@ -287,6 +288,7 @@ def run(
         interface=interface,  # type: ignore[arg-type]
         processes=processes,
         threads=threads,
+        max_concurrency=max_concurrency,
         queue_length=queue_length,
         keepalive_timeout=keepalive_timeout,
         shutdown_time_limit=shutdown_time_limit,
@@ -307,7 +309,7 @@ def run(
     sys.exit(Master(server, [pool]).run())
 
 
-@main.command()
+@click.command("serve")
 @click.option(
     "-c",
     "--config",
@@ -360,20 +362,10 @@ def serve(
     sys.exit(master.run())
 
 
-def _register_admin_commands() -> None:
-    from poolwarden.admin_cli import register
-    from poolwarden.debug_cli import register as register_debug
-    from poolwarden.dumps_cli import register as register_dumps
-    from poolwarden.events_cli import register as register_events
-
-    register(main)
-    register_events(main)
-    register_dumps(main)
-    register_debug(main)
+COMMANDS: list[click.Command] = [run, serve]
 
 
-_register_admin_commands()
-
-
-if __name__ == "__main__":
-    main()
+def register(main: click.Group) -> None:
+    """Add `poolwarden run` and `poolwarden serve` to `main`; a name already
+    taken is a ValueError."""
+    add_commands(main, COMMANDS)
